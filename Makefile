@@ -1,0 +1,4 @@
+# The two entry points a newcomer needs; see the README.
+.PHONY: test
+test:
+	scripts/test.sh
