@@ -14,7 +14,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
 use kube::core::ObjectMeta;
 use kube::runtime::wait::{await_condition, conditions};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{CustomResource, CustomResourceExt, Resource, ResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -95,7 +95,7 @@ async fn server_side_apply_merges_and_records_the_field_manager() {
     apply(json!({"a": "1"})).await.unwrap();
     let updated = apply(json!({"a": "2", "b": "3"})).await.unwrap();
 
-    assert_eq!(updated.data.unwrap(), [("a".into(), "2".into()), ("b".into(), "3".into())].into());
+    assert_eq!(updated.data.clone().unwrap(), [("a".into(), "2".into()), ("b".into(), "3".into())].into());
     let managers: Vec<_> = updated.managed_fields().iter().filter_map(|m| m.manager.clone()).collect();
     assert_eq!(managers, ["smoke-test"]);
 }
@@ -139,7 +139,8 @@ async fn deleting_an_owner_collects_what_it_owns() {
     let background = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..DeleteParams::default() };
     api.delete("owner", &background).await.unwrap();
 
-    let gone = await_condition(api, "owned", conditions::is_deleted(&owned.uid().unwrap()));
+    let uid = owned.uid().unwrap();
+    let gone = await_condition(api, "owned", conditions::is_deleted(&uid));
     tokio::time::timeout(WAIT, gone).await.expect("the garbage collector removed the owned object").unwrap();
 }
 
@@ -196,7 +197,7 @@ async fn grant_config_map_reading(admin: &kube::Client, namespace: &str) {
     };
     let binding = RoleBinding {
         metadata: ObjectMeta { name: Some("read-config".into()), ..ObjectMeta::default() },
-        role_ref: RoleRef { api_group: "rbac.authorization.k8s.io".into(), kind: "Role".into(), name: "read-config".into() },
+        role_ref: RoleRef { api_group: Some("rbac.authorization.k8s.io".into()), kind: "Role".into(), name: "read-config".into() },
         subjects: Some(vec![Subject {
             api_group: Some("rbac.authorization.k8s.io".into()),
             kind: "User".into(),

@@ -49,13 +49,13 @@ fn attach(state_dir: PathBuf) -> Testbed {
 
 fn start() -> Testbed {
     let state_dir = std::env::temp_dir().join(format!("patchkeeper-testbed-{}", std::process::id()));
-    let log = state_dir.with_extension("log");
     std::fs::create_dir_all(&state_dir).expect("create the testbed state directory");
+    let log = state_dir.join("testbed.log");
     let log_file = std::fs::File::create(&log).expect("create the testbed log");
     let mut child = Command::new(repo_root().join("tests/testbed/testbed.sh"))
         .args(["up", "--state-dir"])
         .arg(&state_dir)
-        .args(["--watch-pid", &std::process::id().to_string()])
+        .args(["--remove-state", "--watch-pid", &std::process::id().to_string()])
         .stdin(Stdio::null())
         .stdout(log_file.try_clone().expect("clone the log handle"))
         .stderr(log_file)

@@ -3,11 +3,13 @@
 # kube-controller-manager, built from published Go modules by build.sh.
 #
 # Usage:
-#   tests/testbed/testbed.sh up [--state-dir DIR] [--watch-pid PID]
+#   tests/testbed/testbed.sh up [--state-dir DIR [--remove-state]] [--watch-pid PID]
 #
 # `up` starts the control plane, writes kubeconfigs into the state directory, prints how to
 # use them, and stays in the foreground until Ctrl-C (or until the process PID given by
-# --watch-pid ends). Whatever way it ends, it stops every process it started.
+# --watch-pid ends). Whatever way it ends, it stops every process it started. The state
+# directory is a new temporary one unless given; `--remove-state` removes a given one on
+# stop too. A control plane that failed keeps its state directory for diagnosis.
 #
 # The state directory then holds:
 #   kubeconfig        admin (group system:masters)
@@ -46,7 +48,8 @@ stop_all() {
 	done
 	for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
 	wait 2>/dev/null || true
-	$owns_state_dir && rm -rf "$state_dir"
+	# A failed start keeps its state directory, logs included, for diagnosis.
+	if $owns_state_dir && ((code != 1)); then rm -rf "$state_dir"; fi
 	exit "$code"
 }
 
@@ -160,7 +163,7 @@ start_controller_manager() {
 		--bind-address 127.0.0.1 --secure-port "$port" \
 		--root-ca-file "$pki/ca.crt" \
 		--service-account-private-key-file "$pki/service-account.key" \
-		--use-service-account-credentials=false --leader-elect=false \
+		--use-service-account-credentials=true --leader-elect=false \
 		--controllers "$controllers" --v=1
 	await_healthy kube-controller-manager "https://127.0.0.1:$port/healthz" 30 -k
 }
@@ -176,6 +179,7 @@ up() {
 		case $1 in
 		--state-dir) state_dir=$2 && shift 2 ;;
 		--watch-pid) watch_pid=$2 && shift 2 ;;
+		--remove-state) owns_state_dir=true && shift ;;
 		*) die "unknown argument $1 (see the usage at the top of $0)" ;;
 		esac
 	done
@@ -219,5 +223,5 @@ EOF
 
 case ${1:-} in
 up) shift && up "$@" ;;
-*) die "usage: $0 up [--state-dir DIR] [--watch-pid PID]" ;;
+*) die "usage: $0 up [--state-dir DIR [--remove-state]] [--watch-pid PID]" ;;
 esac
