@@ -2,3 +2,5 @@
 //! their maintenance window, patches them against a baseline, puts them back to sleep, and
 //! flags for retirement the VMs that are not worth patching.
 pub mod schedule;
+pub mod runner;
+pub mod summary;

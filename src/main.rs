@@ -15,11 +15,14 @@ struct Cli {
 enum Command {
     /// Print the CustomResourceDefinitions as YAML.
     Crd,
+    /// Run one patch run in one VM over SSH (used by the patch Jobs).
+    Runner(patchkeeper::runner::RunnerArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Crd => ExitCode::SUCCESS,
+        Command::Runner(args) => patchkeeper::runner::main(args),
     }
 }

@@ -56,7 +56,13 @@ impl TestGuest {
         let root = cached_root();
         let dir = fresh_dir();
         let upper = dir.join("upper");
-        for sub in ["upper", "work", "merged", "upper/etc/ssh", "upper/usr/local/sbin"] {
+        for sub in [
+            "upper",
+            "work",
+            "merged",
+            "upper/etc/ssh",
+            "upper/usr/local/sbin",
+        ] {
             mkdir(&dir.join(sub));
         }
         let port = free_port();
@@ -98,7 +104,10 @@ impl TestGuest {
     /// Runner arguments for an install of the given `name=version` list.
     pub fn install_args(&self, packages: &[&str]) -> RunnerArgs {
         let mut args = self.args(RunMode::Install);
-        args.packages = packages.iter().map(|p| p.parse().expect("valid package spec")).collect();
+        args.packages = packages
+            .iter()
+            .map(|p| p.parse().expect("valid package spec"))
+            .collect();
         args
     }
 
@@ -122,7 +131,9 @@ impl TestGuest {
             .expect("read the guest's dpkg status");
         status.split("\n\n").find_map(|stanza| {
             let field = |name: &str| {
-                stanza.lines().find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+                stanza
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
             };
             let installed = field("Status:").is_some_and(|s| s.ends_with(" installed"));
             (field("Package:").as_deref() == Some(package) && installed)
@@ -151,14 +162,20 @@ impl TestGuest {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.server.try_wait() {
-                panic!("the test guest stopped ({status}): {}", self.startup_errors());
+                panic!(
+                    "the test guest stopped ({status}): {}",
+                    self.startup_errors()
+                );
             }
             if ssh_banner(self.port).is_some() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("the test guest's sshd did not answer within 20s: {}", self.startup_errors());
+        panic!(
+            "the test guest's sshd did not answer within 20s: {}",
+            self.startup_errors()
+        );
     }
 
     fn startup_errors(&mut self) -> String {
@@ -190,7 +207,8 @@ impl Drop for TestGuest {
 pub async fn run(args: RunnerArgs) -> (RunSummary, String) {
     let path = args.termination_message_path.clone();
     let _ = patchkeeper::runner::run(args).await;
-    let message = std::fs::read_to_string(&path).expect("the runner writes its termination message");
+    let message =
+        std::fs::read_to_string(&path).expect("the runner writes its termination message");
     let summary = RunSummary::from_termination_message(&message).expect("a valid summary");
     (summary, message)
 }
@@ -241,13 +259,26 @@ fn free_port() -> u16 {
 }
 
 fn install_doubles(upper: &Path) {
-    write(&upper.join("usr/local/sbin/pk-test-guest-init"), INIT_DOUBLE, 0o755);
+    write(
+        &upper.join("usr/local/sbin/pk-test-guest-init"),
+        INIT_DOUBLE,
+        0o755,
+    );
     write(&upper.join("usr/local/sbin/reboot"), REBOOT_DOUBLE, 0o755);
 }
 
 fn keygen(path: &Path) {
     let status = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "patchkeeper-test", "-f"])
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "patchkeeper-test",
+            "-f",
+        ])
         .arg(path)
         .stdin(Stdio::null())
         .status()
@@ -257,7 +288,10 @@ fn keygen(path: &Path) {
 
 fn known_hosts_line(port: u16, public_key: &str) -> String {
     let mut words = public_key.split_whitespace();
-    let (kind, blob) = (words.next().unwrap_or_default(), words.next().unwrap_or_default());
+    let (kind, blob) = (
+        words.next().unwrap_or_default(),
+        words.next().unwrap_or_default(),
+    );
     format!("[127.0.0.1]:{port} {kind} {blob}\n")
 }
 
@@ -267,9 +301,17 @@ fn write_keys(dir: &Path, upper: &Path, port: u16) {
     let host_key = upper.join("etc/ssh/pk_test_host_key");
     keygen(&host_key);
     let client_public = std::fs::read_to_string(dir.join("client_key.pub")).expect("client key");
-    write(&upper.join("etc/ssh/pk_test_authorized_keys"), &client_public, 0o644);
+    write(
+        &upper.join("etc/ssh/pk_test_authorized_keys"),
+        &client_public,
+        0o644,
+    );
     let host_public = std::fs::read_to_string(host_key.with_extension("pub")).expect("host key");
-    write(&dir.join("known_hosts"), &known_hosts_line(port, &host_public), 0o644);
+    write(
+        &dir.join("known_hosts"),
+        &known_hosts_line(port, &host_public),
+        0o644,
+    );
 }
 
 fn write_sshd_config(upper: &Path, port: u16) {
@@ -279,19 +321,28 @@ fn write_sshd_config(upper: &Path, port: u16) {
          PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n\
          PidFile /run/sshd.pid\nPrintMotd no\nLogLevel VERBOSE\n"
     );
-    write(&upper.join(SSHD_CONFIG.trim_start_matches('/')), &config, 0o644);
+    write(
+        &upper.join(SSHD_CONFIG.trim_start_matches('/')),
+        &config,
+        0o644,
+    );
 }
 
 fn add_broken_source(upper: &Path) {
     let line = "deb [trusted=yes] file:/srv/pk-missing pk-gone main\n";
-    write(&upper.join("etc/apt/sources.list.d/pk-broken.list"), line, 0o644);
+    write(
+        &upper.join("etc/apt/sources.list.d/pk-broken.list"),
+        line,
+        0o644,
+    );
 }
 
 /// Installed-looking packages (dpkg status entries only) with a newer version in a suite of
 /// their own. Scans see them as updates; nothing ever installs them.
 fn add_fake_updates(root: &Path, upper: &Path, count: usize) {
     let name = |i: usize| format!("pk-fake-{i:05}-with-a-rather-long-package-name-for-size-tests");
-    let mut status = std::fs::read_to_string(root.join("var/lib/dpkg/status")).expect("dpkg status");
+    let mut status =
+        std::fs::read_to_string(root.join("var/lib/dpkg/status")).expect("dpkg status");
     let mut packages = String::new();
     for i in 0..count {
         status.push_str(&format!(
@@ -318,7 +369,11 @@ fn add_fake_updates(root: &Path, upper: &Path, count: usize) {
     assert!(release.status.success(), "apt-ftparchive release failed");
     std::fs::write(dists.join("Release"), release.stdout).expect("write Release");
     let line = "deb [trusted=yes] file:/srv/pk-fake pk-fake main\n";
-    write(&upper.join("etc/apt/sources.list.d/pk-fake.list"), line, 0o644);
+    write(
+        &upper.join("etc/apt/sources.list.d/pk-fake.list"),
+        line,
+        0o644,
+    );
 }
 
 /// Starts the guest: new mount and PID namespaces, the overlay, /proc, /dev, tmpfs /run and
@@ -340,10 +395,20 @@ fn spawn_server(root: &Path, dir: &Path) -> Child {
         config = SSHD_CONFIG,
     );
     Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "--pid", "--fork", "--kill-child"])
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "--pid",
+            "--fork",
+            "--kill-child",
+        ])
         .args(["sh", "-c", &setup])
         .env_clear()
-        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -355,7 +420,10 @@ fn spawn_server(root: &Path, dir: &Path) -> Child {
 fn guest_init_pid(unshare_pid: u32) -> u32 {
     let children = format!("/proc/{unshare_pid}/task/{unshare_pid}/children");
     let text = std::fs::read_to_string(&children).expect("the test guest is running");
-    text.split_whitespace().next().and_then(|pid| pid.parse().ok()).expect("the guest's init")
+    text.split_whitespace()
+        .next()
+        .and_then(|pid| pid.parse().ok())
+        .expect("the guest's init")
 }
 
 fn ssh_banner(port: u16) -> Option<String> {
