@@ -16,13 +16,13 @@ enum Command {
     /// Print the CustomResourceDefinitions as YAML.
     Crd,
     /// Run one patch run in one VM over SSH (used by the patch Jobs).
-    Runner(patchkeeper::runner::RunnerArgs),
+    Runner(Box<patchkeeper::runner::RunnerArgs>),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Crd => ExitCode::SUCCESS,
-        Command::Runner(args) => patchkeeper::runner::main(args),
+        Command::Runner(args) => patchkeeper::runner::main(*args),
     }
 }

@@ -5,6 +5,12 @@
 //! pk-demo-lib and pk-demo-kernel from the security suite, pk-demo-tool, pk-demo-held (held),
 //! pk-demo-broken and pk-demo-greedy from the regular suite.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "in tests a panic is a failure"
+)]
+
 #[path = "support/guest/mod.rs"]
 mod guest;
 
