@@ -773,6 +773,54 @@ mod tests {
         assert_eq!((counts.moderate, counts.unspecified), (1, 1));
     }
 
+    const SCHEMA_DOC: &str = include_str!("../docs/result-schema.md");
+
+    fn json_examples(doc: &str) -> Vec<&str> {
+        doc.split("```json")
+            .skip(1)
+            .filter_map(|block| block.split("```").next())
+            .collect()
+    }
+
+    fn property_names(value: &serde_json::Value, names: &mut Vec<String>) {
+        if let Some(object) = value.as_object() {
+            if let Some(properties) = object.get("properties").and_then(|p| p.as_object()) {
+                names.extend(properties.keys().cloned());
+            }
+            object
+                .values()
+                .for_each(|child| property_names(child, names));
+        }
+    }
+
+    #[test]
+    fn the_documented_examples_parse_with_the_current_schema_version() {
+        let examples = json_examples(SCHEMA_DOC);
+        assert!(
+            examples.len() >= 2,
+            "docs/result-schema.md shows its examples"
+        );
+        for example in examples {
+            let summary = RunSummary::from_termination_message(example).unwrap();
+            assert_eq!(summary.schema_version, SCHEMA_VERSION);
+            assert!(summary.to_termination_message().len() <= TERMINATION_MESSAGE_LIMIT);
+        }
+    }
+
+    #[test]
+    fn every_field_of_the_schema_is_documented() {
+        let schema = serde_json::to_value(schemars::schema_for!(RunSummary)).unwrap();
+        let mut names = Vec::new();
+        property_names(&schema, &mut names);
+        assert!(names.len() > 30, "the schema lists its properties");
+        for name in names {
+            assert!(
+                SCHEMA_DOC.contains(&format!("`{name}`")),
+                "{name} is not in docs/result-schema.md"
+            );
+        }
+    }
+
     #[test]
     fn the_fallback_message_parses() {
         let parsed = RunSummary::from_termination_message(&fallback_message(&RunSummary::new(

@@ -105,7 +105,7 @@ async fn install_applies_only_the_approved_updates() {
     let guest = TestGuest::start();
     let args = guest.install_args(&["pk-demo-lib=1.1", "pk-demo-tool=1.1"]);
     let (summary, message) = run(args).await;
-    write_schema_example(&message);
+    write_schema_example("install", &message);
 
     assert_eq!(summary.outcome, Outcome::Succeeded, "{:?}", summary.failure);
     assert_eq!(
@@ -265,7 +265,8 @@ async fn a_broken_repository_fails_the_scan_with_apts_error() {
         broken_source: true,
         ..Default::default()
     });
-    let (summary, _) = run(guest.args(RunMode::Scan)).await;
+    let (summary, message) = run(guest.args(RunMode::Scan)).await;
+    write_schema_example("failed-scan", &message);
 
     assert_eq!(summary.outcome, Outcome::Failed);
     let failure = summary.failure.as_ref().unwrap();
@@ -498,9 +499,11 @@ fn unreachable_args(port: u16, connect_timeout: Duration) -> RunnerArgs {
     }
 }
 
-/// Keeps the summary of a real install as the example for `docs/result-schema.md`.
-fn write_schema_example(message: &str) {
-    let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
-    let _ = std::fs::create_dir_all(&target);
-    let _ = std::fs::write(target.join("result-schema-example.json"), message);
+/// Keeps a real summary as an example for `docs/result-schema.md`, in
+/// `target/result-schema-examples/NAME.json`.
+fn write_schema_example(name: &str, message: &str) {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/result-schema-examples");
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::write(dir.join(format!("{name}.json")), message);
 }
