@@ -4,3 +4,4 @@
 pub mod schedule;
 pub mod runner;
 pub mod summary;
+pub mod api;

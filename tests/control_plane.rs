@@ -2,6 +2,8 @@
 //! watches, applies and authorizes, and the controller-manager collects garbage and runs
 //! the Job controller.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::time::Duration;
@@ -25,7 +27,12 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// A throwaway kind with a status subresource.
 #[derive(CustomResource, Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
-#[kube(group = "smoke.testbed.patchkeeper.io", version = "v1", kind = "Gadget", namespaced)]
+#[kube(
+    group = "smoke.testbed.patchkeeper.io",
+    version = "v1",
+    kind = "Gadget",
+    namespaced
+)]
 #[kube(status = "GadgetStatus")]
 struct GadgetSpec {
     size: i32,
@@ -52,16 +59,24 @@ fn config_map(name: &str, namespace: &str) -> ConfigMap {
 async fn server_version_is_the_pinned_release() {
     let client = testbed().client().await;
     let info = client.apiserver_version().await.unwrap();
-    let pinned = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/testbed/versions.env"))
-        .unwrap();
-    assert!(pinned.contains(&format!("KUBERNETES_VERSION={}", info.git_version)), "{info:?}");
+    let pinned = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/testbed/versions.env"
+    ))
+    .unwrap();
+    assert!(
+        pinned.contains(&format!("KUBERNETES_VERSION={}", info.git_version)),
+        "{info:?}"
+    );
 }
 
 #[tokio::test]
 async fn created_objects_read_back() {
     let ns = TestNamespace::create("smoke-create").await;
     let api: Api<ConfigMap> = Api::namespaced(testbed().client().await, &ns.name);
-    api.create(&PostParams::default(), &config_map("first", &ns.name)).await.unwrap();
+    api.create(&PostParams::default(), &config_map("first", &ns.name))
+        .await
+        .unwrap();
 
     let read = api.get("first").await.unwrap();
     assert_eq!(read.data.unwrap()["greeting"], "hello");
@@ -76,7 +91,9 @@ async fn a_watch_sees_an_object_created_after_it_started() {
     // The watcher lists first; create only once it is running.
     let creator = async {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        api.create(&PostParams::default(), &config_map("watched", &ns.name)).await.unwrap();
+        api.create(&PostParams::default(), &config_map("watched", &ns.name))
+            .await
+            .unwrap();
     };
     let (seen, ()) = tokio::join!(tokio::time::timeout(WAIT, events.try_next()), creator);
 
@@ -90,13 +107,27 @@ async fn server_side_apply_merges_and_records_the_field_manager() {
     let apply = |data: serde_json::Value| {
         let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "applied"}, "data": data});
         let api = api.clone();
-        async move { api.patch("applied", &PatchParams::apply("smoke-test"), &Patch::Apply(body)).await }
+        async move {
+            api.patch(
+                "applied",
+                &PatchParams::apply("smoke-test"),
+                &Patch::Apply(body),
+            )
+            .await
+        }
     };
     apply(json!({"a": "1"})).await.unwrap();
     let updated = apply(json!({"a": "2", "b": "3"})).await.unwrap();
 
-    assert_eq!(updated.data.clone().unwrap(), [("a".into(), "2".into()), ("b".into(), "3".into())].into());
-    let managers: Vec<_> = updated.managed_fields().iter().filter_map(|m| m.manager.clone()).collect();
+    assert_eq!(
+        updated.data.clone().unwrap(),
+        [("a".into(), "2".into()), ("b".into(), "3".into())].into()
+    );
+    let managers: Vec<_> = updated
+        .managed_fields()
+        .iter()
+        .filter_map(|m| m.manager.clone())
+        .collect();
     assert_eq!(managers, ["smoke-test"]);
 }
 
@@ -106,13 +137,26 @@ async fn the_status_subresource_is_written_separately_from_the_spec() {
     let client = testbed().client().await;
     install_gadget_crd(&client).await;
     let api: Api<Gadget> = Api::namespaced(client, &ns.name);
-    api.create(&PostParams::default(), &Gadget::new("one", GadgetSpec { size: 3 })).await.unwrap();
+    api.create(
+        &PostParams::default(),
+        &Gadget::new("one", GadgetSpec { size: 3 }),
+    )
+    .await
+    .unwrap();
 
     let status = json!({"status": {"observed_size": 3}});
-    api.patch_status("one", &PatchParams::default(), &Patch::Merge(status)).await.unwrap();
+    api.patch_status("one", &PatchParams::default(), &Patch::Merge(status))
+        .await
+        .unwrap();
     // A status field sent to the main resource is ignored by the API server.
     let spec_and_status = json!({"spec": {"size": 4}, "status": {"observed_size": 99}});
-    api.patch("one", &PatchParams::default(), &Patch::Merge(spec_and_status)).await.unwrap();
+    api.patch(
+        "one",
+        &PatchParams::default(),
+        &Patch::Merge(spec_and_status),
+    )
+    .await
+    .unwrap();
 
     let read = api.get("one").await.unwrap();
     assert_eq!(read.spec.size, 4);
@@ -122,26 +166,40 @@ async fn the_status_subresource_is_written_separately_from_the_spec() {
 async fn install_gadget_crd(client: &kube::Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let params = PatchParams::apply("smoke-test").force();
-    crds.patch(&Gadget::crd_name(), &params, &Patch::Apply(Gadget::crd())).await.unwrap();
+    crds.patch(Gadget::crd_name(), &params, &Patch::Apply(Gadget::crd()))
+        .await
+        .unwrap();
     let established = await_condition(crds, Gadget::crd_name(), conditions::is_crd_established());
-    tokio::time::timeout(WAIT, established).await.unwrap().unwrap();
+    tokio::time::timeout(WAIT, established)
+        .await
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test]
 async fn deleting_an_owner_collects_what_it_owns() {
     let ns = TestNamespace::create("smoke-gc").await;
     let api: Api<ConfigMap> = Api::namespaced(testbed().client().await, &ns.name);
-    let owner = api.create(&PostParams::default(), &config_map("owner", &ns.name)).await.unwrap();
+    let owner = api
+        .create(&PostParams::default(), &config_map("owner", &ns.name))
+        .await
+        .unwrap();
     let mut owned = config_map("owned", &ns.name);
     owned.metadata.owner_references = Some(vec![owner.controller_owner_ref(&()).unwrap()]);
     let owned = api.create(&PostParams::default(), &owned).await.unwrap();
 
-    let background = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..DeleteParams::default() };
+    let background = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..DeleteParams::default()
+    };
     api.delete("owner", &background).await.unwrap();
 
     let uid = owned.uid().unwrap();
     let gone = await_condition(api, "owned", conditions::is_deleted(&uid));
-    tokio::time::timeout(WAIT, gone).await.expect("the garbage collector removed the owned object").unwrap();
+    tokio::time::timeout(WAIT, gone)
+        .await
+        .expect("the garbage collector removed the owned object")
+        .unwrap();
 }
 
 #[tokio::test]
@@ -156,12 +214,24 @@ async fn the_job_controller_creates_a_pod_for_a_job() {
         }}}
     }))
     .unwrap();
-    Api::<Job>::namespaced(client.clone(), &ns.name).create(&PostParams::default(), &job).await.unwrap();
+    Api::<Job>::namespaced(client.clone(), &ns.name)
+        .create(&PostParams::default(), &job)
+        .await
+        .unwrap();
 
     let pods: Api<Pod> = Api::namespaced(client, &ns.name);
     let deadline = tokio::time::Instant::now() + WAIT;
-    while pods.list(&ListParams::default().labels("job-name=hello")).await.unwrap().items.is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "no Pod was created for the Job");
+    while pods
+        .list(&ListParams::default().labels("job-name=hello"))
+        .await
+        .unwrap()
+        .items
+        .is_empty()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no Pod was created for the Job"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -173,21 +243,32 @@ async fn rbac_refuses_the_user_until_a_role_grants_access() {
     let as_user: Api<ConfigMap> = Api::namespaced(testbed().user_client().await, &ns.name);
 
     let refused = as_user.list(&ListParams::default()).await.unwrap_err();
-    assert!(matches!(&refused, kube::Error::Api(status) if status.code == 403), "{refused:?}");
+    assert!(
+        matches!(&refused, kube::Error::Api(status) if status.code == 403),
+        "{refused:?}"
+    );
 
     grant_config_map_reading(&admin, &ns.name).await;
     let deadline = tokio::time::Instant::now() + WAIT;
     while as_user.list(&ListParams::default()).await.is_err() {
-        assert!(tokio::time::Instant::now() < deadline, "the RoleBinding never took effect");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the RoleBinding never took effect"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let still_refused = as_user.create(&PostParams::default(), &config_map("nope", &ns.name)).await;
+    let still_refused = as_user
+        .create(&PostParams::default(), &config_map("nope", &ns.name))
+        .await;
     assert!(matches!(still_refused, Err(kube::Error::Api(status)) if status.code == 403));
 }
 
 async fn grant_config_map_reading(admin: &kube::Client, namespace: &str) {
     let role = Role {
-        metadata: ObjectMeta { name: Some("read-config".into()), ..ObjectMeta::default() },
+        metadata: ObjectMeta {
+            name: Some("read-config".into()),
+            ..ObjectMeta::default()
+        },
         rules: Some(vec![PolicyRule {
             api_groups: Some(vec![String::new()]),
             resources: Some(vec!["configmaps".into()]),
@@ -196,8 +277,15 @@ async fn grant_config_map_reading(admin: &kube::Client, namespace: &str) {
         }]),
     };
     let binding = RoleBinding {
-        metadata: ObjectMeta { name: Some("read-config".into()), ..ObjectMeta::default() },
-        role_ref: RoleRef { api_group: Some("rbac.authorization.k8s.io".into()), kind: "Role".into(), name: "read-config".into() },
+        metadata: ObjectMeta {
+            name: Some("read-config".into()),
+            ..ObjectMeta::default()
+        },
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "Role".into(),
+            name: "read-config".into(),
+        },
         subjects: Some(vec![Subject {
             api_group: Some("rbac.authorization.k8s.io".into()),
             kind: "User".into(),
@@ -206,6 +294,12 @@ async fn grant_config_map_reading(admin: &kube::Client, namespace: &str) {
         }]),
     };
     let pp = PostParams::default();
-    Api::<Role>::namespaced(admin.clone(), namespace).create(&pp, &role).await.unwrap();
-    Api::<RoleBinding>::namespaced(admin.clone(), namespace).create(&pp, &binding).await.unwrap();
+    Api::<Role>::namespaced(admin.clone(), namespace)
+        .create(&pp, &role)
+        .await
+        .unwrap();
+    Api::<RoleBinding>::namespaced(admin.clone(), namespace)
+        .create(&pp, &binding)
+        .await
+        .unwrap();
 }

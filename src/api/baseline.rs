@@ -21,13 +21,38 @@ use super::common::{Duration, PackagePattern, conditions_schema};
     category = "patchkeeper",
     doc = "What may be installed on VMs, how their compliance is judged, and which VMs are \
            not worth keeping.",
-    printcolumn(name = "Classifications", type_ = "string", json_path = ".spec.approval.classifications"),
-    printcolumn(name = "Approve After", type_ = "string", json_path = ".spec.approval.approveAfter"),
+    printcolumn(
+        name = "Classifications",
+        type_ = "string",
+        json_path = ".spec.approval.classifications"
+    ),
+    printcolumn(
+        name = "Approve After",
+        type_ = "string",
+        json_path = ".spec.approval.approveAfter"
+    ),
     printcolumn(name = "Reboot", type_ = "string", json_path = ".spec.reboot"),
-    printcolumn(name = "Retire Action", type_ = "string", json_path = ".spec.retirement.action"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Windows", type_ = "string", priority = 1, json_path = ".status.windows"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Retire Action",
+        type_ = "string",
+        json_path = ".spec.retirement.action"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Windows",
+        type_ = "string",
+        priority = 1,
+        json_path = ".status.windows"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct PatchBaselineSpec {
@@ -120,7 +145,9 @@ fn all_severities() -> Vec<Severity> {
 }
 
 /// The kind of an update, as the distribution classifies it.
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
 pub enum Classification {
     /// Fixes a security vulnerability (from a security repository or advisory).
     Security,
@@ -133,7 +160,9 @@ pub enum Classification {
 }
 
 /// How severe the problem is that an update fixes, as the distribution rates it.
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
 pub enum Severity {
     Critical,
     Important,

@@ -98,8 +98,10 @@ impl CountOrPercent {
         match self {
             Self::Count(count) => usize::try_from(*count).unwrap_or(1).max(1),
             Self::Percent(text) => {
-                let percent: usize =
-                    text.strip_suffix('%').and_then(|p| p.parse().ok()).unwrap_or(0);
+                let percent: usize = text
+                    .strip_suffix('%')
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or(0);
                 (total * percent.min(100) / 100).max(1)
             }
         }
@@ -172,7 +174,10 @@ impl JsonSchema for PackagePattern {
 pub(crate) fn conditions_schema(generator: &mut SchemaGenerator) -> Schema {
     let mut schema = <Vec<Condition>>::json_schema(generator);
     schema.insert("x-kubernetes-list-type".into(), "map".into());
-    schema.insert("x-kubernetes-list-map-keys".into(), serde_json::json!(["type"]));
+    schema.insert(
+        "x-kubernetes-list-map-keys".into(),
+        serde_json::json!(["type"]),
+    );
     schema.insert("maxItems".into(), 16.into());
     schema
 }
@@ -198,6 +203,12 @@ mod tests {
     #[test]
     fn counts_and_percentages_read_from_yaml() {
         let parsed: Vec<CountOrPercent> = serde_json::from_str(r#"[2, "25%"]"#).unwrap();
-        assert_eq!(parsed, [CountOrPercent::Count(2), CountOrPercent::Percent("25%".into())]);
+        assert_eq!(
+            parsed,
+            [
+                CountOrPercent::Count(2),
+                CountOrPercent::Percent("25%".into())
+            ]
+        );
     }
 }

@@ -26,8 +26,17 @@ use super::managed_vm::RetirementReason;
     printcolumn(name = "Expires", type_ = "string", json_path = ".spec.expires"),
     printcolumn(name = "State", type_ = "string", json_path = ".status.state"),
     printcolumn(name = "VMs", type_ = "integer", json_path = ".status.coveredCount"),
-    printcolumn(name = "Reason", type_ = "string", priority = 1, json_path = ".spec.reason"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        priority = 1,
+        json_path = ".spec.reason"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(

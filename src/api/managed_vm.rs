@@ -29,16 +29,63 @@ pub const VERDICT_LABEL: &str = "patchkeeper.io/verdict";
            the keep-or-retire verdict.",
     printcolumn(name = "Power", type_ = "string", json_path = ".status.power.state"),
     printcolumn(name = "Window", type_ = "string", json_path = ".status.window"),
-    printcolumn(name = "Compliance", type_ = "string", json_path = ".status.compliance.state"),
-    printcolumn(name = "Critical", type_ = "integer", description = "Missing critical updates", json_path = ".status.compliance.missing.critical"),
-    printcolumn(name = "Last Patched", type_ = "date", json_path = ".status.lastPatchedAt"),
-    printcolumn(name = "Verdict", type_ = "string", json_path = ".status.verdict.decision"),
-    printcolumn(name = "Phase", type_ = "string", priority = 1, json_path = ".status.patch.phase"),
-    printcolumn(name = "OS", type_ = "string", priority = 1, json_path = ".status.os.prettyName"),
-    printcolumn(name = "Baseline", type_ = "string", priority = 1, json_path = ".status.baseline"),
-    printcolumn(name = "Failures", type_ = "integer", priority = 1, description = "Consecutive failed runs", json_path = ".status.consecutiveFailures"),
-    printcolumn(name = "Reasons", type_ = "string", priority = 1, json_path = ".status.verdict.reasons[*].reason"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Compliance",
+        type_ = "string",
+        json_path = ".status.compliance.state"
+    ),
+    printcolumn(
+        name = "Critical",
+        type_ = "integer",
+        description = "Missing critical updates",
+        json_path = ".status.compliance.missing.critical"
+    ),
+    printcolumn(
+        name = "Last Patched",
+        type_ = "date",
+        json_path = ".status.lastPatchedAt"
+    ),
+    printcolumn(
+        name = "Verdict",
+        type_ = "string",
+        json_path = ".status.verdict.decision"
+    ),
+    printcolumn(
+        name = "Phase",
+        type_ = "string",
+        priority = 1,
+        json_path = ".status.patch.phase"
+    ),
+    printcolumn(
+        name = "OS",
+        type_ = "string",
+        priority = 1,
+        json_path = ".status.os.prettyName"
+    ),
+    printcolumn(
+        name = "Baseline",
+        type_ = "string",
+        priority = 1,
+        json_path = ".status.baseline"
+    ),
+    printcolumn(
+        name = "Failures",
+        type_ = "integer",
+        priority = 1,
+        description = "Consecutive failed runs",
+        json_path = ".status.consecutiveFailures"
+    ),
+    printcolumn(
+        name = "Reasons",
+        type_ = "string",
+        priority = 1,
+        json_path = ".status.verdict.reasons[*].reason"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ManagedVMSpec {
@@ -320,7 +367,9 @@ pub struct VerdictReason {
 }
 
 /// The reasons a VM may be retired for.
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
 pub enum RetirementReason {
     Dormant,
     EndOfLife,

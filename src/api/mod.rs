@@ -1,10 +1,16 @@
 //! The patchkeeper API, group `patchkeeper.io`, version `v1alpha1`. These Rust types are
 //! the source of truth: the CRDs in `crds/` are generated from them.
 
+// Each `printcolumn(...)` of kube's derive repeats the same keys, which clippy mistakes for
+// duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 pub mod baseline;
 pub mod common;
+#[allow(clippy::duplicated_attributes)]
 pub mod exception;
+#[allow(clippy::duplicated_attributes)]
 pub mod managed_vm;
+#[allow(clippy::duplicated_attributes)]
 pub mod window;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
@@ -19,14 +25,18 @@ pub use window::{MaintenanceWindow, MaintenanceWindowSpec, MaintenanceWindowStat
 
 /// Every CustomResourceDefinition of the API, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    let mut crds =
-        vec![PatchBaseline::crd(), MaintenanceWindow::crd(), ManagedVM::crd(), PatchException::crd()];
+    let mut crds = vec![
+        PatchBaseline::crd(),
+        MaintenanceWindow::crd(),
+        ManagedVM::crd(),
+        PatchException::crd(),
+    ];
     for crd in &mut crds {
         for version in &mut crd.spec.versions {
-            if let Some(validation) = &mut version.schema {
-                if let Some(schema) = &mut validation.open_api_v3_schema {
-                    unwrap_descriptions(schema);
-                }
+            if let Some(validation) = &mut version.schema
+                && let Some(schema) = &mut validation.open_api_v3_schema
+            {
+                unwrap_descriptions(schema);
             }
         }
     }
@@ -48,12 +58,17 @@ fn unwrap_descriptions(schema: &mut JSONSchemaProps) {
         JSONSchemaPropsOrArray::Schema(schema) => Some(schema.as_mut()),
         JSONSchemaPropsOrArray::Schemas(_) => None,
     });
-    let additional = schema.additional_properties.iter_mut().filter_map(|a| match a {
-        JSONSchemaPropsOrBool::Schema(schema) => Some(schema.as_mut()),
-        JSONSchemaPropsOrBool::Bool(_) => None,
-    });
+    let additional = schema
+        .additional_properties
+        .iter_mut()
+        .filter_map(|a| match a {
+            JSONSchemaPropsOrBool::Schema(schema) => Some(schema.as_mut()),
+            JSONSchemaPropsOrBool::Bool(_) => None,
+        });
     let combined = [&mut schema.any_of, &mut schema.all_of, &mut schema.one_of];
-    let combined = combined.into_iter().flat_map(|list| list.iter_mut().flatten());
+    let combined = combined
+        .into_iter()
+        .flat_map(|list| list.iter_mut().flatten());
     for child in children.chain(items).chain(additional).chain(combined) {
         unwrap_descriptions(child);
     }
@@ -62,7 +77,10 @@ fn unwrap_descriptions(schema: &mut JSONSchemaProps) {
 /// The CRDs as one YAML stream, as written to `crds/`.
 pub fn crds_yaml() -> Result<String, serde_yaml_ng::Error> {
     let documents: Result<Vec<_>, _> = crds().iter().map(serde_yaml_ng::to_string).collect();
-    Ok(documents?.into_iter().map(|doc| format!("---\n{doc}")).collect())
+    Ok(documents?
+        .into_iter()
+        .map(|doc| format!("---\n{doc}"))
+        .collect())
 }
 
 #[cfg(test)]

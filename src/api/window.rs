@@ -23,14 +23,52 @@ use super::common::{CountOrPercent, Duration, LocalRef, conditions_schema};
     printcolumn(name = "Time Zone", type_ = "string", json_path = ".spec.timeZone"),
     printcolumn(name = "Next Start", type_ = "string", json_path = ".status.nextStart"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Last Result", type_ = "string", json_path = ".status.lastRun.result"),
-    printcolumn(name = "Baseline", type_ = "string", priority = 1, json_path = ".spec.baselineRef.name"),
-    printcolumn(name = "Duration", type_ = "string", priority = 1, json_path = ".spec.duration"),
-    printcolumn(name = "VMs", type_ = "integer", priority = 1, json_path = ".status.selectedVMs"),
-    printcolumn(name = "Wave", type_ = "string", priority = 1, json_path = ".status.currentRun.wave"),
-    printcolumn(name = "Done", type_ = "integer", priority = 1, json_path = ".status.currentRun.counts.succeeded"),
-    printcolumn(name = "Failed", type_ = "integer", priority = 1, json_path = ".status.currentRun.counts.failed"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Last Result",
+        type_ = "string",
+        json_path = ".status.lastRun.result"
+    ),
+    printcolumn(
+        name = "Baseline",
+        type_ = "string",
+        priority = 1,
+        json_path = ".spec.baselineRef.name"
+    ),
+    printcolumn(
+        name = "Duration",
+        type_ = "string",
+        priority = 1,
+        json_path = ".spec.duration"
+    ),
+    printcolumn(
+        name = "VMs",
+        type_ = "integer",
+        priority = 1,
+        json_path = ".status.selectedVMs"
+    ),
+    printcolumn(
+        name = "Wave",
+        type_ = "string",
+        priority = 1,
+        json_path = ".status.currentRun.wave"
+    ),
+    printcolumn(
+        name = "Done",
+        type_ = "integer",
+        priority = 1,
+        json_path = ".status.currentRun.counts.succeeded"
+    ),
+    printcolumn(
+        name = "Failed",
+        type_ = "integer",
+        priority = 1,
+        json_path = ".status.currentRun.counts.failed"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
@@ -115,7 +153,11 @@ pub struct Rollout {
 
 impl Default for Rollout {
     fn default() -> Self {
-        Self { max_concurrent: one(), max_failures: one(), waves: Vec::new() }
+        Self {
+            max_concurrent: one(),
+            max_failures: one(),
+            waves: Vec::new(),
+        }
     }
 }
 
@@ -173,7 +215,11 @@ pub struct DormantPolicy {
 
 impl Default for DormantPolicy {
     fn default() -> Self {
-        Self { wake: true, max_awake: default_max_awake(), boot_timeout: default_boot_timeout() }
+        Self {
+            wake: true,
+            max_awake: default_max_awake(),
+            boot_timeout: default_boot_timeout(),
+        }
     }
 }
 
@@ -306,7 +352,11 @@ pub struct MaintenanceWindowStatus {
     pub next_start: Option<Time>,
 
     /// How many VMs the selector matches now.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "selectedVMs")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "selectedVMs"
+    )]
     pub selected_vms: Option<i32>,
 
     /// The run in progress.

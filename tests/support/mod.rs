@@ -1,6 +1,6 @@
 //! Test support shared by the integration tests: the real control plane and a namespace per
 //! test. Test doubles for what cannot run here live beside this file, never in the operator.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod namespace;
 pub mod testbed;

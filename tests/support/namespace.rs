@@ -25,11 +25,16 @@ impl TestNamespace {
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
         let namespace = Namespace {
-            metadata: ObjectMeta { name: Some(name.clone()), ..ObjectMeta::default() },
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                ..ObjectMeta::default()
+            },
             ..Namespace::default()
         };
         let api: Api<Namespace> = Api::all(testbed().client().await);
-        api.create(&PostParams::default(), &namespace).await.expect("create the test namespace");
+        api.create(&PostParams::default(), &namespace)
+            .await
+            .expect("create the test namespace");
         Self { name }
     }
 }
@@ -37,6 +42,9 @@ impl TestNamespace {
 impl Drop for TestNamespace {
     fn drop(&mut self) {
         // Drop cannot await; kubectl needs no runtime and returns at once with --wait=false.
-        let _ = testbed().run("kubectl", &["delete", "namespace", &self.name, "--wait=false"]);
+        let _ = testbed().run(
+            "kubectl",
+            &["delete", "namespace", &self.name, "--wait=false"],
+        );
     }
 }

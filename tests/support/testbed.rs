@@ -44,18 +44,29 @@ fn attach(state_dir: PathBuf) -> Testbed {
          with `tests/testbed/testbed.sh up --state-dir DIR` or unset the variable",
         state_dir.display()
     );
-    Testbed { bin_dir: bin_dir_of(&state_dir), state_dir }
+    Testbed {
+        bin_dir: bin_dir_of(&state_dir),
+        state_dir,
+    }
 }
 
+// The control plane outlives this function on purpose: it runs until this process ends,
+// when the script notices and stops it, so the child is never waited for.
+#[allow(clippy::zombie_processes)]
 fn start() -> Testbed {
-    let state_dir = std::env::temp_dir().join(format!("patchkeeper-testbed-{}", std::process::id()));
+    let state_dir =
+        std::env::temp_dir().join(format!("patchkeeper-testbed-{}", std::process::id()));
     std::fs::create_dir_all(&state_dir).expect("create the testbed state directory");
     let log = state_dir.join("testbed.log");
     let log_file = std::fs::File::create(&log).expect("create the testbed log");
     let mut child = Command::new(repo_root().join("tests/testbed/testbed.sh"))
         .args(["up", "--state-dir"])
         .arg(&state_dir)
-        .args(["--remove-state", "--watch-pid", &std::process::id().to_string()])
+        .args([
+            "--remove-state",
+            "--watch-pid",
+            &std::process::id().to_string(),
+        ])
         .stdin(Stdio::null())
         .stdout(log_file.try_clone().expect("clone the log handle"))
         .stderr(log_file)
@@ -72,10 +83,17 @@ fn start() -> Testbed {
                 std::fs::read_to_string(&log).unwrap_or_default()
             );
         }
-        assert!(Instant::now() < deadline, "the control plane was not ready in time; see {}", log.display());
+        assert!(
+            Instant::now() < deadline,
+            "the control plane was not ready in time; see {}",
+            log.display()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
-    Testbed { bin_dir: bin_dir_of(&state_dir), state_dir }
+    Testbed {
+        bin_dir: bin_dir_of(&state_dir),
+        state_dir,
+    }
 }
 
 fn bin_dir_of(state_dir: &Path) -> PathBuf {
@@ -118,6 +136,24 @@ impl Testbed {
             .stdin(Stdio::null())
             .output()
             .unwrap_or_else(|e| panic!("run {program} from {}: {e}", self.bin_dir.display()))
+    }
+
+    /// Installs patchkeeper's CRDs from `crds/` (once per test binary) and waits until the
+    /// API server serves them.
+    pub fn install_crds(&self) {
+        static INSTALLED: OnceLock<()> = OnceLock::new();
+        INSTALLED.get_or_init(|| {
+            let crds = repo_root().join("crds");
+            let crds = crds.to_str().expect("a UTF-8 repository path");
+            self.kubectl(&["apply", "--server-side", "--force-conflicts", "-f", crds]);
+            self.kubectl(&[
+                "wait",
+                "--for=condition=Established",
+                "--timeout=60s",
+                "-f",
+                crds,
+            ]);
+        });
     }
 
     /// Runs kubectl with the admin kubeconfig and returns its standard output; panics with
