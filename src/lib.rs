@@ -1,7 +1,8 @@
 //! patchkeeper keeps a fleet of KubeVirt virtual machines patched: it wakes dormant VMs in
 //! their maintenance window, patches them against a baseline, puts them back to sleep, and
 //! flags for retirement the VMs that are not worth patching.
-pub mod schedule;
-pub mod runner;
-pub mod summary;
+
 pub mod api;
+pub mod runner;
+pub mod schedule;
+pub mod summary;

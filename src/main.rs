@@ -22,7 +22,20 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Crd => ExitCode::SUCCESS,
+        Command::Crd => print_crds(),
         Command::Runner(args) => patchkeeper::runner::main(*args),
+    }
+}
+
+fn print_crds() -> ExitCode {
+    match patchkeeper::api::crds_yaml() {
+        Ok(yaml) => {
+            print!("{yaml}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("patchkeeper: cannot render the CRDs: {error}");
+            ExitCode::FAILURE
+        }
     }
 }
