@@ -16,3 +16,6 @@ if ((${#missing[@]})); then
 fi
 command -v go >/dev/null || { echo "go is needed to build the control plane; install Go 1.26" >&2; exit 1; }
 command -v cargo >/dev/null || { echo "cargo is needed; install Rust with rustup" >&2; exit 1; }
+
+# The patch runner's tests need a Debian guest: debootstrap, sshd, dpkg-deb and friends.
+"$(dirname "${BASH_SOURCE[0]}")/../tests/guest/host-packages.sh"

@@ -193,7 +193,8 @@ up() {
 	trap 'exit 130' INT
 	trap 'exit 143' TERM HUP
 
-	local started=$SECONDS
+	local started
+	started=$(date +%s%N)
 	make_pki
 	start_etcd
 	start_apiserver
@@ -208,7 +209,8 @@ export TESTBED_USER_KUBECONFIG=$state_dir/kubeconfig-user
 export TESTBED_APISERVER=https://127.0.0.1:$apiserver_port
 EOF
 	touch "$state_dir/ready"
-	log "ready in $((SECONDS - started))s: Kubernetes $KUBERNETES_VERSION at https://127.0.0.1:$apiserver_port"
+	local elapsed_ms=$((($(date +%s%N) - started) / 1000000))
+	log "ready in $((elapsed_ms / 1000)).$(printf '%03d' $((elapsed_ms % 1000)))s: Kubernetes $KUBERNETES_VERSION at https://127.0.0.1:$apiserver_port"
 	log "try:  source $state_dir/env && kubectl get ns"
 	log "logs: $state_dir/logs/   stop: Ctrl-C"
 
