@@ -17,7 +17,7 @@ mod guest;
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use guest::{GuestOptions, TestGuest, run};
+use guest::{Flavour, GuestOptions, TestGuest, run};
 use patchkeeper::runner::{RebootPolicy, RunMode, RunnerArgs};
 use patchkeeper::summary::{
     Classification, Mode, NotInstalledReason, Outcome, PackageManager, Phase, RunSummary, Severity,
@@ -428,6 +428,105 @@ async fn thousands_of_updates_still_fit_in_the_termination_message() {
         vec!["pk-demo-kernel", "pk-demo-lib"],
         "security updates come first"
     );
+}
+
+fn dnf_guest() -> TestGuest {
+    TestGuest::start_with(GuestOptions {
+        flavour: Flavour::Dnf,
+        ..Default::default()
+    })
+}
+
+#[tokio::test]
+async fn dnf_scan_classifies_updates_by_their_advisories() {
+    let guest = dnf_guest();
+    let (summary, _) = run(guest.args(RunMode::Scan)).await;
+
+    assert_eq!(summary.outcome, Outcome::Succeeded, "{:?}", summary.failure);
+    assert_eq!(summary.package_manager, Some(PackageManager::Dnf));
+    let updates: Vec<_> = summary
+        .updates
+        .iter()
+        .map(|u| {
+            (
+                u.name.as_str(),
+                u.classification,
+                u.severity,
+                u.advisory.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        updates,
+        vec![
+            (
+                "pk-demo-lib.noarch",
+                Classification::Security,
+                Severity::Important,
+                Some("PKSA-2024:0001")
+            ),
+            (
+                "pk-demo-plain.noarch",
+                Classification::Other,
+                Severity::Unspecified,
+                None
+            ),
+            (
+                "pk-demo-tool.noarch",
+                Classification::Bugfix,
+                Severity::Unspecified,
+                Some("PKBA-2024:0002")
+            ),
+        ]
+    );
+    let lib = &summary.updates[0];
+    assert_eq!(
+        (lib.installed.as_str(), lib.candidate.as_str()),
+        ("1.0-1", "1.1-1")
+    );
+    assert_eq!(lib.suite.as_deref(), Some("pk-updates"));
+    assert_eq!(summary.counts.updates.important, 1);
+    assert!(!summary.reboot_required);
+}
+
+#[tokio::test]
+async fn dnf_install_applies_only_the_approved_versions() {
+    let guest = dnf_guest();
+    let (summary, _) = run(guest.install_args(&["pk-demo-lib.noarch=1.1-1"])).await;
+
+    assert_eq!(summary.outcome, Outcome::Succeeded, "{:?}", summary.failure);
+    assert_eq!(guest.rpm_version("pk-demo-lib").as_deref(), Some("1.1-1"));
+    assert_eq!(guest.rpm_version("pk-demo-tool").as_deref(), Some("1.0-1"));
+    let installed: Vec<_> = summary
+        .installed
+        .iter()
+        .map(|p| (p.name.as_str(), p.from.as_deref(), p.to.as_str()))
+        .collect();
+    assert_eq!(
+        installed,
+        vec![("pk-demo-lib.noarch", Some("1.0-1"), "1.1-1")]
+    );
+    assert_eq!(
+        summary.counts.updates.total, 2,
+        "the others are still available"
+    );
+}
+
+#[tokio::test]
+async fn dnf_install_of_a_version_no_repository_has_fails_with_dnfs_error() {
+    let guest = dnf_guest();
+    let (summary, _) = run(guest.install_args(&["pk-demo-tool.noarch=9.9-1"])).await;
+
+    assert_eq!(summary.outcome, Outcome::Failed);
+    let failure = summary.failure.as_ref().unwrap();
+    assert_eq!(failure.phase, Phase::Install);
+    assert!(
+        failure.message.contains("pk-demo-tool-9.9-1.noarch"),
+        "{}",
+        failure.message
+    );
+    assert_eq!(guest.rpm_version("pk-demo-tool").as_deref(), Some("1.0-1"));
+    assert_eq!(summary.not_installed[0].reason, NotInstalledReason::Failed);
 }
 
 #[test]

@@ -91,9 +91,11 @@ pub async fn install<S: Shell>(
 
 /// Whether `needs-restarting -r` asks for a reboot.
 pub async fn reboot_required<S: Shell>(guest: &Guest<'_, S>) -> Result<bool, GuestError> {
-    let command = "if command -v needs-restarting >/dev/null 2>&1; then needs-restarting -r; \
-                   else dnf -q needs-restarting -r; fi";
-    let output = guest.run("needs-restarting -r", command).await?;
+    let script = "if command -v needs-restarting >/dev/null 2>&1; then needs-restarting -r; \
+                  else dnf -q needs-restarting -r; fi";
+    let output = guest
+        .run("needs-restarting -r", &format!("sh -c {}", quote(script)))
+        .await?;
     let text = format!("{}\n{}", output.stdout, output.stderr);
     if text.contains("Reboot is required") {
         Ok(true)
@@ -108,7 +110,7 @@ async fn upgrade<S: Shell>(
     guest: &Guest<'_, S>,
     targets: &str,
 ) -> Result<Option<GuestError>, GuestError> {
-    let command = format!("dnf -y -q --setopt=install_weak_deps=False upgrade {targets}");
+    let command = format!("dnf -y --setopt=install_weak_deps=False upgrade {targets}");
     let output = guest.run("dnf upgrade", &command).await?;
     Ok((!output.success()).then(|| command_failed("dnf upgrade", &output)))
 }

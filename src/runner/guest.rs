@@ -133,7 +133,8 @@ impl<'a, S: Shell> Guest<'a, S> {
         Ok(output)
     }
 
-    /// Runs a command as root in the C locale; the result is returned whatever the status.
+    /// Runs a simple command (no shell syntax: wrap that in `sh -c`) as root in the C locale;
+    /// the result is returned whatever the status.
     pub async fn run(&self, label: &str, command: &str) -> Result<CommandOutput, GuestError> {
         let sudo = if self.sudo { "sudo -n " } else { "" };
         let command = format!("{sudo}env LC_ALL=C LANG=C {command}");
@@ -163,7 +164,8 @@ pub fn command_failed(label: &str, output: &CommandOutput) -> GuestError {
 }
 
 /// The lines of a command's output that explain a failure: apt's and dnf's `E:`/`Error:`
-/// lines and dpkg's complaints when there are any, otherwise the last lines of stderr.
+/// lines, dpkg's complaints and dnf's unmatched arguments when there are any, otherwise the
+/// last lines of stderr.
 pub fn error_lines(output: &CommandOutput) -> String {
     let all = output.stderr.lines().chain(output.stdout.lines());
     let explained: Vec<&str> = all
@@ -174,6 +176,7 @@ pub fn error_lines(output: &CommandOutput) -> String {
                 || line.starts_with("dpkg: error")
                 || line.contains("returned error exit status")
                 || line.starts_with("Problem:")
+                || line.starts_with("No match for argument")
         })
         .collect();
     let lines: Vec<&str> = if explained.is_empty() {

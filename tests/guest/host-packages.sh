@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the host tools that the patch runner's guest tests need, when missing:
-# debootstrap builds the Debian root, sshd serves it, dpkg-deb and apt-ftparchive build the
-# local test repository, ssh-keygen makes the per-run keys.
+# debootstrap builds the Debian roots, sshd serves them, dpkg-deb and apt-ftparchive build the
+# local apt test repository, rpmbuild and createrepo_c the rpm one, ssh-keygen makes the
+# per-run keys.
 #
 # Idempotent: when every tool is present it returns at once without touching apt.
 # Usage: tests/guest/host-packages.sh           install what is missing (as root)
@@ -18,6 +19,8 @@ declare -A wanted=(
 	[apt-ftparchive]=apt-utils
 	[fakeroot]=fakeroot
 	[unshare]=util-linux
+	[rpmbuild]=rpm
+	[createrepo_c]=createrepo-c
 )
 
 missing=()

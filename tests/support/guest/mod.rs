@@ -27,9 +27,21 @@ const INIT_DOUBLE: &str = include_str!("guest-init-double.sh");
 const REBOOT_DOUBLE: &str = include_str!("reboot-double.sh");
 const SSHD_CONFIG: &str = "/etc/ssh/pk_test_sshd_config";
 
+/// Which package manager the guest has.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Flavour {
+    /// Debian with apt and dpkg.
+    #[default]
+    Apt,
+    /// The RHEL-family stand-in: Debian with dnf and rpm (see `tests/guest/build-root.sh`).
+    Dnf,
+}
+
 /// Variations of the standard guest.
 #[derive(Clone, Debug, Default)]
 pub struct GuestOptions {
+    /// The package manager.
+    pub flavour: Flavour,
     /// Add an apt source whose index files do not exist, so `apt-get update` fails.
     pub broken_source: bool,
     /// Add this many installed packages with an update each (index entries only, no .debs):
@@ -53,7 +65,7 @@ impl TestGuest {
 
     /// Starts a guest with the given variations.
     pub fn start_with(options: GuestOptions) -> TestGuest {
-        let root = cached_root();
+        let root = cached_root(options.flavour);
         let dir = fresh_dir();
         let upper = dir.join("upper");
         for sub in [
@@ -142,6 +154,19 @@ impl TestGuest {
         })
     }
 
+    /// The `version-release` of `package` installed in the dnf guest now, asked of rpm.
+    pub fn rpm_version(&self, package: &str) -> Option<String> {
+        let output = Command::new("chroot")
+            .arg(self.guest_path(""))
+            .args(["rpm", "-q", "--qf", "%{VERSION}-%{RELEASE}", package])
+            .output()
+            .expect("chroot into the guest to ask rpm");
+        output
+            .status
+            .success()
+            .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
     /// Whether `path` (relative to the guest's root) exists in the guest now.
     pub fn guest_has(&self, path: &str) -> bool {
         self.guest_path(path).exists()
@@ -213,22 +238,33 @@ pub async fn run(args: RunnerArgs) -> (RunSummary, String) {
     (summary, message)
 }
 
-/// The cached guest root, built on first use in this process.
-pub fn cached_root() -> &'static Path {
-    static ROOT: OnceLock<PathBuf> = OnceLock::new();
-    ROOT.get_or_init(|| {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guest/build-root.sh");
-        let output = Command::new(&script).output().unwrap_or_else(|e| {
+/// The cached guest root of a flavour, built on first use in this process.
+pub fn cached_root(flavour: Flavour) -> &'static Path {
+    static APT: OnceLock<PathBuf> = OnceLock::new();
+    static DNF: OnceLock<PathBuf> = OnceLock::new();
+    let (cell, name) = match flavour {
+        Flavour::Apt => (&APT, "apt"),
+        Flavour::Dnf => (&DNF, "dnf"),
+    };
+    cell.get_or_init(|| build_root(name))
+}
+
+fn build_root(flavour: &str) -> PathBuf {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guest/build-root.sh");
+    let output = Command::new(&script)
+        .arg(flavour)
+        .output()
+        .unwrap_or_else(|e| {
             panic!("cannot run {}: {e}", script.display());
         });
-        assert!(
-            output.status.success(),
-            "building the guest root failed (install host tools with tests/guest/host-packages.sh \
-             as root, then run tests/guest/build-root.sh to see the details):\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
-    })
+    assert!(
+        output.status.success(),
+        "building the {flavour} guest root failed (install host tools with \
+         tests/guest/host-packages.sh as root, then run tests/guest/build-root.sh {flavour} to \
+         see the details):\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
 }
 
 fn fresh_dir() -> PathBuf {
