@@ -8,6 +8,15 @@
 //!
 //! Install: exactly the requested `name=version` list, upgrades only, never removing a
 //! package (`--no-remove`), keeping changed configuration files, with holds respected.
+//! New dependencies of an upgraded package are installed (and reported); recommended
+//! packages are not.
+//!
+//! A candidate served by both a security and a regular suite counts as security (Debian point
+//! releases fold security fixes into stable).
+//!
+//! Limitation: the classification comes only from where a candidate is served: an update
+//! published only in a regular suite is `Other` even when it fixes a vulnerability, since apt
+//! metadata carries no advisories.
 
 use std::collections::HashMap;
 

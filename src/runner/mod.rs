@@ -46,7 +46,8 @@ pub struct RunnerArgs {
     #[arg(long, env = "PATCHKEEPER_PORT", default_value_t = 22)]
     pub port: u16,
 
-    /// Login user; when not root, privileged commands run through `sudo -n`.
+    /// Login user; when not root, privileged commands run through `sudo -n` (which must be
+    /// allowed without a password).
     #[arg(long, env = "PATCHKEEPER_USER", default_value = "root")]
     pub user: String,
 
@@ -506,6 +507,10 @@ impl Run<'_> {
 
     /// Runs `work` within `limit`, turning an expiry into `TimedOut` and an error into
     /// `Failed`, both naming what was awaited at that moment.
+    ///
+    /// Limitation: on expiry the SSH channel is dropped, but a command already running in the
+    /// guest is not killed: an `apt-get install` may still finish, or leave dpkg to be
+    /// repaired by the next run's package manager.
     async fn bounded<T>(
         &self,
         phase: Phase,
