@@ -549,6 +549,7 @@ impl Run<'_> {
 /// expected while a VM boots, so they are retried, and the last one is kept for the message.
 async fn dial_until_answered(target: &SshTarget, awaiting: &Awaiting) -> tokio::net::TcpStream {
     let mut attempts = 0u32;
+    awaiting.set(format!("tcp connection to {}", target.address()));
     loop {
         attempts += 1;
         match target.dial().await {
@@ -598,6 +599,53 @@ mod tests {
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: RunnerArgs,
+    }
+
+    fn parse(flags: &[&str]) -> Result<RunnerArgs, clap::Error> {
+        use clap::Parser;
+        let argv = ["runner", "--host", "10.0.0.5"].iter().chain(flags);
+        Cli::try_parse_from(argv).map(|cli| cli.args)
+    }
+
+    #[test]
+    fn an_install_needs_a_package_list() {
+        assert!(parse(&["--mode", "install"]).is_err());
+        let args = parse(&[
+            "--mode",
+            "install",
+            "--package",
+            "a=1,b=2",
+            "--package",
+            "c=3",
+        ]);
+        assert_eq!(args.unwrap().packages.len(), 3);
+    }
+
+    #[test]
+    fn a_package_spec_with_shell_characters_is_refused_at_parse_time() {
+        assert!(parse(&["--mode", "install", "--package", "a=1;reboot"]).is_err());
+    }
+
+    #[test]
+    fn defaults_suit_a_patch_job() {
+        let args = parse(&["--mode", "scan", "--reboot", "always"]).unwrap();
+        assert_eq!(
+            args.reboot,
+            RebootPolicy::Always,
+            "policy names are case-insensitive"
+        );
+        assert_eq!((args.port, args.user.as_str()), (22, "root"));
+        assert_eq!(
+            args.termination_message_path,
+            PathBuf::from("/dev/termination-log")
+        );
+        assert_eq!(args.connect_timeout, Duration::from_secs(300));
     }
 
     #[test]
