@@ -354,8 +354,10 @@ async fn a_closed_port_times_out_in_the_connect_phase_within_the_timeout() {
         .unwrap()
         .port();
     let args = unreachable_args(port, Duration::from_secs(3));
+    let scratch = args.known_hosts.with_file_name("");
     let started = Instant::now();
     let (summary, _) = run(args).await;
+    let _ = std::fs::remove_dir_all(scratch);
 
     assert!(
         started.elapsed() < Duration::from_secs(6),
@@ -378,8 +380,10 @@ async fn a_listener_that_never_answers_times_out_in_the_ssh_ready_phase() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let args = unreachable_args(port, Duration::from_secs(3));
+    let scratch = args.known_hosts.with_file_name("");
     let started = Instant::now();
     let (summary, _) = run(args).await;
+    let _ = std::fs::remove_dir_all(scratch);
     drop(listener);
 
     assert!(
