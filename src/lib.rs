@@ -3,6 +3,7 @@
 //! flags for retirement the VMs that are not worth patching.
 
 pub mod api;
+pub mod policy;
 pub mod runner;
 pub mod schedule;
 pub mod summary;
