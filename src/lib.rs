@@ -3,6 +3,10 @@
 //! flags for retirement the VMs that are not worth patching.
 
 pub mod api;
+pub mod clock;
+pub mod kubevirt;
+pub mod operator;
+pub mod planner;
 pub mod policy;
 pub mod runner;
 pub mod schedule;

@@ -273,6 +273,9 @@ pub struct PatchProgress {
     /// `Waiting`, `Waking`, `Ready`, `Patching`, `Rebooting`, `Verifying`, `Restoring`,
     /// `Done` or `Failed`.
     pub phase: PatchPhase,
+    /// When the VM's part in the run began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
     /// When the phase began.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<Time>,
@@ -286,6 +289,20 @@ pub struct PatchProgress {
     /// What the VM is waiting for, or why it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// While `Restoring`: how the VM's patching ended, which it keeps once it is back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<PatchOutcome>,
+}
+
+/// How a VM's patching ended.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+pub enum PatchOutcome {
+    /// Patched, or nothing to install.
+    Succeeded,
+    /// The patching failed.
+    Failed,
+    /// Put back before its patching started (the run halted, or passed its cutoff).
+    NotPatched,
 }
 
 /// Where a VM stands in a run.

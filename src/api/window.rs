@@ -397,6 +397,18 @@ pub struct WindowRun {
     /// The wave being patched, or the last one patched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wave: Option<String>,
+    /// The position of that wave, from 0, among the run's waves.
+    #[serde(default)]
+    pub wave_index: i32,
+    /// How many waves the run has, the implicit `remainder` included.
+    #[serde(default)]
+    pub waves: i32,
+    /// When the current wave's last VM was done; its soak counts from then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wave_completed_at: Option<Time>,
+    /// Whether the run stopped starting VMs because the failure budget ran out.
+    #[serde(default)]
+    pub halted: bool,
     /// VMs of the run by where they stand.
     #[serde(default)]
     pub counts: RunCounts,

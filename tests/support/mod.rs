@@ -7,3 +7,6 @@ pub mod testbed;
 
 pub use namespace::TestNamespace;
 pub use testbed::{Testbed, testbed};
+pub mod doubles;
+pub mod kubevirt;
+pub mod operator;

@@ -1,0 +1,239 @@
+//! The operator: watches VirtualMachines and patchkeeper's kinds, keeps the inventory, and
+//! runs the maintenance windows.
+//!
+//! Each reconciler is a pipeline: read from the caches, decide with pure code
+//! (`schedule`, `planner`, `policy`), apply, write status.
+
+mod approval_step;
+mod backoff;
+mod cache;
+pub mod conditions;
+mod context;
+mod error;
+pub mod inventory;
+pub mod job;
+pub mod members;
+pub mod run;
+mod vm_run;
+pub mod window;
+
+use std::sync::Arc;
+
+use futures::{Future, StreamExt, future::BoxFuture};
+use k8s_openapi::api::batch::v1::Job;
+use kube::api::Api;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::Reporter;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+
+pub use context::{FIELD_MANAGER, Settings};
+pub use error::Error;
+
+use backoff::Backoff;
+use cache::Cache;
+use context::{Context, Stores};
+use crate::api::{MaintenanceWindow, ManagedVM, PatchBaseline, PatchException};
+use crate::kubevirt::{VirtualMachine, VirtualMachineInstance};
+
+/// How many objects of one kind are reconciled at the same time.
+const CONCURRENCY: u16 = 8;
+
+/// Runs the operator until `shutdown` completes.
+pub async fn run(client: Client, settings: Settings, shutdown: impl Future<Output = ()> + Send + 'static) {
+    let scopes: Vec<Option<String>> = if settings.namespaces.is_empty() {
+        vec![None]
+    } else {
+        settings.namespaces.iter().cloned().map(Some).collect()
+    };
+    let shutdown = futures::FutureExt::shared(Box::pin(shutdown) as BoxFuture<'static, ()>);
+    let tasks = scopes.into_iter().map(|scope| run_scope(client.clone(), settings.clone(), scope, shutdown.clone()));
+    futures::future::join_all(tasks).await;
+}
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// The watches and controllers of one namespace (or of all).
+async fn run_scope(
+    client: Client,
+    settings: Settings,
+    namespace: Option<String>,
+    shutdown: futures::future::Shared<BoxFuture<'static, ()>>,
+) {
+    let ns = namespace.as_deref();
+    let mut vms = Cache::<VirtualMachine>::new();
+    let mut vmis = Cache::<VirtualMachineInstance>::new();
+    let mut windows = Cache::<MaintenanceWindow>::new();
+    let mut baselines = Cache::<PatchBaseline>::new();
+    let mut exceptions = Cache::<PatchException>::new();
+    let mut managed = Cache::<ManagedVM>::new();
+    let mut jobs = Cache::<Job>::new();
+
+    let stores = Stores {
+        vms: vms.store(),
+        vmis: vmis.store(),
+        windows: windows.store(),
+        baselines: baselines.store(),
+        exceptions: exceptions.store(),
+        managed_vms: managed.store(),
+        jobs: jobs.store(),
+    };
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        settings: Arc::new(settings),
+        stores: stores.clone(),
+        reporter: Reporter { controller: "patchkeeper".into(), instance: std::env::var("POD_NAME").ok() },
+    });
+    let backoff = Arc::new(Backoff::default());
+
+    let inventory = Controller::for_stream(vms.subscribe(), stores.vms.clone())
+        .watches_stream(vmis.subscribe(), same_name::<VirtualMachineInstance, VirtualMachine>)
+        .watches_stream(managed.subscribe(), same_name::<ManagedVM, VirtualMachine>)
+        .watches_stream(windows.subscribe(), every_vm_of(stores.vms.clone()))
+        .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
+        .graceful_shutdown_on(shutdown.clone())
+        .run(resetting(backoff.clone(), "inventory", inventory::reconcile), error_policy(backoff.clone(), "inventory"), ctx.clone())
+        .for_each(|_| async {});
+
+    let managed_by = format!("{}={}", job::MANAGED_BY.0, job::MANAGED_BY.1);
+    let windows_ctl = Controller::for_stream(windows.subscribe(), stores.windows.clone())
+        .watches_stream(managed.subscribe(), windows_of_vm(stores.windows.clone()))
+        .watches_stream(vms.subscribe(), windows_of_vm(stores.windows.clone()))
+        .watches_stream(vmis.subscribe(), windows_of_vm(stores.windows.clone()))
+        .watches_stream(jobs.subscribe(), window_of_job)
+        .watches_stream(baselines.subscribe(), windows_of_baseline(stores.windows.clone()))
+        .watches_stream(exceptions.subscribe(), every_window_of(stores.windows.clone()))
+        .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
+        .graceful_shutdown_on(shutdown.clone())
+        .run(resetting(backoff.clone(), "window", window::reconcile), error_policy(backoff.clone(), "window"), ctx.clone())
+        .for_each(|_| async {});
+
+    let plain = watcher::Config::default();
+    let watches = futures::future::join_all(vec![
+        Box::pin(vms.watch(api(&client, ns), plain.clone())) as BoxFuture<'static, ()>,
+        Box::pin(vmis.watch(api(&client, ns), plain.clone())),
+        Box::pin(windows.watch(api(&client, ns), plain.clone())),
+        Box::pin(baselines.watch(api(&client, ns), plain.clone())),
+        Box::pin(exceptions.watch(api(&client, ns), plain.clone())),
+        Box::pin(managed.watch(api(&client, ns), plain.clone())),
+        Box::pin(jobs.watch(api(&client, ns), watcher::Config::default().labels(&managed_by))),
+    ]);
+    tracing::info!(namespace = ns.unwrap_or("<all>"), "watching");
+    tokio::select! {
+        _ = futures::future::join(inventory, windows_ctl) => {}
+        _ = watches => {}
+    }
+}
+
+/// Wraps a reconciler so that a success forgets the object's earlier failures.
+fn resetting<K, F, Fut>(
+    backoff: Arc<Backoff>,
+    controller: &'static str,
+    reconcile: F,
+) -> impl Fn(Arc<K>, Arc<Context>) -> BoxFuture<'static, Result<Action, Error>>
+where
+    K: ResourceExt + Send + Sync + 'static,
+    F: Fn(Arc<K>, Arc<Context>) -> Fut + Send + Sync + Copy + 'static,
+    Fut: Future<Output = Result<Action, Error>> + Send + 'static,
+{
+    move |object, ctx| {
+        let backoff = backoff.clone();
+        let key = format!("{controller}:{}/{}", object.namespace().unwrap_or_default(), object.name_any());
+        Box::pin(async move {
+            let result = reconcile(object, ctx).await;
+            if result.is_ok() {
+                backoff.succeeded(&key);
+            }
+            result
+        })
+    }
+}
+
+fn error_policy<K>(backoff: Arc<Backoff>, controller: &'static str) -> impl Fn(Arc<K>, &Error, Arc<Context>) -> Action
+where
+    K: Resource + ResourceExt,
+{
+    move |object, error, _ctx| {
+        let key = format!("{}/{}", object.namespace().unwrap_or_default(), object.name_any());
+        let wait = backoff.failed(&format!("{controller}:{key}"));
+        tracing::warn!(controller, object = %key, error = %error, category = error.category(), retry_in = ?wait, "reconcile failed");
+        Action::requeue(wait)
+    }
+}
+
+/// Maps an object to the object of another kind with the same name and namespace.
+fn same_name<From: Resource + ResourceExt, To: Resource<DynamicType = ()>>(object: From) -> Option<ObjectRef<To>> {
+    Some(ObjectRef::new(&object.name_any()).within(&object.namespace()?))
+}
+
+/// Maps a window change to every VM of its namespace: coverage may have changed for any.
+fn every_vm_of(vms: kube::runtime::reflector::Store<VirtualMachine>) -> impl Fn(MaintenanceWindow) -> Vec<ObjectRef<VirtualMachine>> {
+    move |window| {
+        let namespace = window.namespace();
+        vms.state()
+            .iter()
+            .filter(|vm| vm.namespace() == namespace)
+            .map(|vm| ObjectRef::from_obj(vm.as_ref()))
+            .collect()
+    }
+}
+
+/// Maps a change of anything in a namespace to every window of it.
+fn every_window_of<K: ResourceExt>(
+    windows: kube::runtime::reflector::Store<MaintenanceWindow>,
+) -> impl Fn(K) -> Vec<ObjectRef<MaintenanceWindow>> {
+    move |object| {
+        let namespace = object.namespace();
+        windows
+            .state()
+            .iter()
+            .filter(|w| w.namespace() == namespace)
+            .map(|w| ObjectRef::from_obj(w.as_ref()))
+            .collect()
+    }
+}
+
+/// Maps a change to a VM (or its instance or record) to the windows of its namespace that
+/// have a run in progress; idle windows do not care.
+fn windows_of_vm<K: ResourceExt>(
+    windows: kube::runtime::reflector::Store<MaintenanceWindow>,
+) -> impl Fn(K) -> Vec<ObjectRef<MaintenanceWindow>> {
+    move |object| {
+        let namespace = object.namespace();
+        windows
+            .state()
+            .iter()
+            .filter(|w| w.namespace() == namespace)
+            .filter(|w| w.status.as_ref().is_some_and(|s| s.current_run.is_some()))
+            .map(|w| ObjectRef::from_obj(w.as_ref()))
+            .collect()
+    }
+}
+
+fn window_of_job(job: Job) -> Option<ObjectRef<MaintenanceWindow>> {
+    let window = job.labels().get(job::WINDOW_LABEL)?;
+    Some(ObjectRef::new(window).within(&job.namespace()?))
+}
+
+fn windows_of_baseline(
+    windows: kube::runtime::reflector::Store<MaintenanceWindow>,
+) -> impl Fn(PatchBaseline) -> Vec<ObjectRef<MaintenanceWindow>> {
+    move |baseline| {
+        let namespace = baseline.namespace();
+        windows
+            .state()
+            .iter()
+            .filter(|w| w.namespace() == namespace && w.spec.baseline_ref.name == baseline.name_any())
+            .map(|w| ObjectRef::from_obj(w.as_ref()))
+            .collect()
+    }
+}
