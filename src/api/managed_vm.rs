@@ -206,6 +206,7 @@ pub struct OperatingSystem {
 pub struct Compliance {
     /// `Compliant`, `NonCompliant`, `Unknown` (never scanned) or `Stale` (the last scan is
     /// older than the baseline allows; a dormant VM's old scan is never trusted).
+    #[serde(default)]
     pub state: ComplianceState,
     /// When the VM was last scanned.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -14,6 +14,7 @@ pub mod inventory;
 pub mod job;
 pub mod members;
 pub mod run;
+pub mod verdict;
 mod vm_run;
 pub mod window;
 
@@ -117,6 +118,15 @@ async fn run_scope(
         .run(resetting(backoff.clone(), "window", window::reconcile), error_policy(backoff.clone(), "window"), ctx.clone())
         .for_each(|_| async {});
 
+    let verdicts = Controller::for_stream(managed.subscribe(), stores.managed_vms.clone())
+        .watches_stream(vms.subscribe(), same_name::<VirtualMachine, ManagedVM>)
+        .watches_stream(baselines.subscribe(), every_managed_vm_of(stores.managed_vms.clone()))
+        .watches_stream(exceptions.subscribe(), every_managed_vm_of(stores.managed_vms.clone()))
+        .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
+        .graceful_shutdown_on(shutdown.clone())
+        .run(resetting(backoff.clone(), "verdict", verdict::reconcile), error_policy(backoff.clone(), "verdict"), ctx.clone())
+        .for_each(|_| async {});
+
     let plain = watcher::Config::default();
     let watches = futures::future::join_all(vec![
         Box::pin(vms.watch(api(&client, ns), plain.clone())) as BoxFuture<'static, ()>,
@@ -129,7 +139,7 @@ async fn run_scope(
     ]);
     tracing::info!(namespace = ns.unwrap_or("<all>"), "watching");
     tokio::select! {
-        _ = futures::future::join(inventory, windows_ctl) => {}
+        _ = futures::future::join3(inventory, windows_ctl, verdicts) => {}
         _ = watches => {}
     }
 }
@@ -183,6 +193,21 @@ fn every_vm_of(vms: kube::runtime::reflector::Store<VirtualMachine>) -> impl Fn(
             .iter()
             .filter(|vm| vm.namespace() == namespace)
             .map(|vm| ObjectRef::from_obj(vm.as_ref()))
+            .collect()
+    }
+}
+
+/// Maps a change of anything in a namespace to every ManagedVM of it.
+fn every_managed_vm_of<K: ResourceExt>(
+    managed: kube::runtime::reflector::Store<ManagedVM>,
+) -> impl Fn(K) -> Vec<ObjectRef<ManagedVM>> {
+    move |object| {
+        let namespace = object.namespace();
+        managed
+            .state()
+            .iter()
+            .filter(|m| m.namespace() == namespace)
+            .map(|m| ObjectRef::from_obj(m.as_ref()))
             .collect()
     }
 }

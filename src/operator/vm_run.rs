@@ -175,6 +175,11 @@ async fn observe_patching(
     match (step, finished, summary) {
         (Step::Scan, JobEnd::Succeeded, Some(summary)) => after_scan(ctx, scope, view, progress, &summary).await,
         (Step::Install, JobEnd::Succeeded, Some(summary)) => {
+            match approval_step::compliance_after_install(ctx, scope, view, &summary) {
+                Ok(Some(compliance)) => view.status.compliance = Some(compliance),
+                Ok(None) => {}
+                Err(reason) => tracing::warn!(vm = %view.name(), reason = %reason, "compliance not updated"),
+            }
             let next = finish(scope, &progress, PatchOutcome::Succeeded, install_message(&summary));
             record(ctx, scope, view, next, Some(&summary)).await
         }
@@ -193,8 +198,15 @@ async fn after_scan(
     progress: PatchProgress,
     scan: &RunSummary,
 ) -> Result<PatchProgress, Error> {
-    let decision = approval_step::decide(ctx, scope, view, scan);
-    approval_step::record_scan(ctx, scope, view, scan, &decision).await?;
+    let decision = match approval_step::decide(ctx, scope, view, scan) {
+        Ok(decision) => decision,
+        Err(reason) => {
+            // Fail closed: rules that cannot be read install nothing.
+            let next = finish(scope, &progress, PatchOutcome::Failed, reason);
+            return record(ctx, scope, view, next, Some(scan)).await;
+        }
+    };
+    view.status.compliance = Some(decision.compliance.clone());
     if decision.install.is_empty() {
         let next = finish(scope, &progress, PatchOutcome::Succeeded, nothing_message(&decision));
         return record(ctx, scope, view, next, None).await;
@@ -487,16 +499,19 @@ fn changes(summary: &RunSummary) -> Option<String> {
 pub async fn write_run_fields(ctx: &Context, managed: &ManagedVM, status: &ManagedVMStatus) -> Result<(), Error> {
     let namespace = managed.namespace().ok_or(Error::MissingNamespace)?;
     let api: Api<ManagedVM> = Api::namespaced(ctx.client.clone(), &namespace);
+    let mut fields = json!({
+        "patch": status.patch,
+        "history": status.history,
+        "consecutiveFailures": status.consecutive_failures,
+        "lastPatchedAt": status.last_patched_at,
+    });
+    if status.compliance.is_some() {
+        fields["compliance"] = approval_step::scan_record(status.compliance.as_ref());
+    }
     let body = json!({
         "apiVersion": ManagedVM::api_version(&()),
         "kind": ManagedVM::kind(&()),
-        "status": {
-            "patch": status.patch,
-            "history": status.history,
-            "consecutiveFailures": status.consecutive_failures,
-            "lastPatchedAt": status.last_patched_at,
-            "compliance": status.compliance,
-        },
+        "status": fields,
     });
     api.patch_status(&managed.name_any(), &PatchParams::apply(RUNS_MANAGER).force(), &Patch::Apply(body)).await?;
     Ok(())
