@@ -118,11 +118,6 @@ impl KubeletDouble {
     pub fn stop(&self) {
         self.running.stop();
     }
-
-    /// Runs until the double's watch ends, which it does not on its own.
-    pub async fn wait(self) {
-        self.running.wait().await;
-    }
 }
 
 struct Context {

@@ -88,11 +88,6 @@ impl KubevirtDouble {
     pub fn stop(&self) {
         self.running.stop();
     }
-
-    /// Runs until the double's watches end, which they do not on their own.
-    pub async fn wait(self) {
-        self.running.wait().await;
-    }
 }
 
 struct Context {

@@ -1,11 +1,11 @@
 //! Test doubles for what cannot run beside the local control plane: KubeVirt's controller
 //! ([`kubevirt`]) and the kubelet running patchkeeper's patch Pods ([`kubelet`]).
 //!
-//! Both are plain kube-rs controllers: they watch the cluster, act on what they see, and keep
-//! no state that a restart would lose, so the operator (or the doubles themselves) can restart
-//! mid-run. Each VirtualMachine says how its guest behaves through annotations under
-//! [`ANNOTATION_PREFIX`] (see [`scenario`]). The operator never links this code: it runs only
-//! in integration tests and in `examples/doubles.rs`.
+//! Both are plain kube-rs controllers: they watch the cluster and act on what they see, and
+//! keep their clocks in the objects themselves wherever the API allows, so the operator (or a
+//! double) can restart mid-run. Each VirtualMachine scripts how its guest behaves with
+//! annotations under [`ANNOTATION_PREFIX`] (see [`scenario`]). The operator never links this
+//! code: it runs only in integration tests and in `examples/doubles.rs`.
 
 pub mod kubelet;
 pub mod kubevirt;
@@ -15,7 +15,6 @@ pub mod scenario;
 use std::future::Future;
 
 use jiff::Timestamp;
-
 use kube::core::{ApiResource, DynamicObject};
 use kube::{Api, Client};
 use tokio::task::JoinHandle;
@@ -25,7 +24,7 @@ pub const ANNOTATION_PREFIX: &str = "double.patchkeeper.io/";
 
 /// A double running in the background; dropping the handle stops it.
 #[derive(Debug)]
-pub struct Running {
+struct Running {
     task: JoinHandle<()>,
 }
 
@@ -38,13 +37,8 @@ impl Running {
     }
 
     /// Stops the double now; what it already wrote to the cluster stays.
-    pub fn stop(&self) {
+    fn stop(&self) {
         self.task.abort();
-    }
-
-    /// Waits until the double ends, which it does only if its watches end (never, normally).
-    pub async fn wait(mut self) {
-        let _ = (&mut self.task).await;
     }
 }
 

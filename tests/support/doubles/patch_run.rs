@@ -58,9 +58,9 @@ pub fn simulate(
         summary: RunSummary::new(request.mode),
         installed: scenario.installed.clone(),
     };
-    if let Err(failure) = run.phases(reachable) {
-        run.summary.outcome = failure.0;
-        run.summary.failure = Some(failure.1);
+    if let Err((outcome, failure)) = run.phases(reachable) {
+        run.summary.outcome = outcome;
+        run.summary.failure = Some(failure);
     }
     run.summary.timings.total = seconds(elapsed);
     run.share_time(elapsed);
@@ -70,7 +70,7 @@ pub fn simulate(
     }
 }
 
-/// How a run ended early.
+/// How a run ended early, and why.
 type Ended = (Outcome, Failure);
 
 struct Run<'a> {
@@ -156,12 +156,18 @@ impl Run<'_> {
     }
 
     fn install(&mut self, manager: PackageManager) -> Result<(), Ended> {
-        let (wanted, skipped) = self.partition();
+        let offered = pending(self.scenario, &self.installed);
+        let (wanted, skipped) = self.partition(&offered);
         self.summary.not_installed = skipped;
-        let unknown = wanted
-            .iter()
-            .find(|spec| self.candidate(&spec.name) != Some(&spec.version));
-        let error = match (unknown, self.scenario.fail) {
+        let is_offered = |spec: &PackageSpec| {
+            offered
+                .iter()
+                .any(|u| u.name == spec.name && u.candidate == spec.version)
+        };
+        let error = match (
+            wanted.iter().find(|spec| !is_offered(spec)),
+            self.scenario.fail,
+        ) {
             (Some(spec), _) => Some(version_not_found(manager, spec)),
             (None, Some(FailIn::Install | FailIn::Always)) if !wanted.is_empty() => {
                 Some(install_error(manager, &wanted[0].name))
@@ -177,22 +183,22 @@ impl Run<'_> {
             let label = install_label(manager);
             return Err(command_failed(Phase::Install, label, &detail, manager));
         }
-        self.apply(&wanted);
+        self.apply(&wanted, &offered);
         self.count_install();
         Ok(())
     }
 
     /// Skips packages the guest does not have (the runner only upgrades) and those already
     /// at the requested version; the rest goes to the package manager.
-    fn partition(&self) -> (Vec<PackageSpec>, Vec<NotInstalled>) {
+    fn partition(&self, offered: &[AvailableUpdate]) -> (Vec<PackageSpec>, Vec<NotInstalled>) {
         let mut wanted = Vec::new();
         let mut skipped = Vec::new();
         for spec in &self.request.packages {
-            if self.installed.get(&spec.name) == Some(&spec.version) {
+            let installed = self.installed.get(&spec.name);
+            if installed == Some(&spec.version) {
                 continue;
             }
-            let present = self.installed.contains_key(&spec.name) || self.pending(&spec.name);
-            if present {
+            if installed.is_some() || offered.iter().any(|u| u.name == spec.name) {
                 wanted.push(spec.clone());
             } else {
                 skipped.push(not_installed(spec, NotInstalledReason::NotPresent));
@@ -201,27 +207,17 @@ impl Run<'_> {
         (wanted, skipped)
     }
 
-    fn pending(&self, name: &str) -> bool {
-        pending(self.scenario, &self.installed)
-            .iter()
-            .any(|u| u.name == name)
-    }
-
-    fn candidate(&self, name: &str) -> Option<&String> {
-        let mut scripted = self.scenario.updates.iter();
-        scripted.find(|u| u.name == name).map(|u| &u.candidate)
-    }
-
-    fn apply(&mut self, wanted: &[PackageSpec]) {
+    /// Installs `wanted`, each from the version its offered update says is installed.
+    fn apply(&mut self, wanted: &[PackageSpec], offered: &[AvailableUpdate]) {
         for spec in wanted {
-            let from = self
-                .installed
-                .insert(spec.name.clone(), spec.version.clone());
+            let update = offered.iter().find(|u| u.name == spec.name);
             self.summary.installed.push(InstalledPackage {
                 name: spec.name.clone(),
-                from: Some(from.unwrap_or_else(|| older_than(&spec.version))),
+                from: update.map(|u| u.installed.clone()),
                 to: spec.version.clone(),
             });
+            self.installed
+                .insert(spec.name.clone(), spec.version.clone());
         }
     }
 
