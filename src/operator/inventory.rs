@@ -18,6 +18,7 @@ use serde_json::json;
 use super::conditions::Standing;
 use super::context::{Context, FIELD_MANAGER, normal, warning};
 use super::error::Error;
+use crate::api::common::{READY, RECONCILING, STALLED};
 use crate::api::managed_vm::{OperatingSystem, Power, PowerState};
 use crate::api::{MaintenanceWindow, ManagedVM, ManagedVMStatus};
 use crate::kubevirt::{VirtualMachine, VirtualMachineInstance};
@@ -186,9 +187,12 @@ async fn apply_status(api: &Api<ManagedVM>, name: &str, status: &ManagedVMStatus
 pub const INVENTORY_MANAGER: &str = "patchkeeper-inventory";
 
 fn inventory_fields(status: &ManagedVMStatus) -> serde_json::Value {
+    // Only the kstatus conditions are the inventory's; others (Retire) have their own owner.
+    let own: Vec<&Condition> =
+        status.conditions.iter().filter(|c| [READY, RECONCILING, STALLED].contains(&c.type_.as_str())).collect();
     json!({
         "observedGeneration": status.observed_generation,
-        "conditions": status.conditions,
+        "conditions": own,
         "power": status.power,
         "os": status.os,
         "window": status.window,

@@ -6,10 +6,12 @@
 
 mod approval_step;
 mod backoff;
+pub mod baseline;
 mod cache;
 pub mod conditions;
 mod context;
 mod error;
+pub mod exception;
 pub mod inventory;
 pub mod job;
 pub mod members;
@@ -127,6 +129,18 @@ async fn run_scope(
         .run(resetting(backoff.clone(), "verdict", verdict::reconcile), error_policy(backoff.clone(), "verdict"), ctx.clone())
         .for_each(|_| async {});
 
+    let exceptions_ctl = Controller::for_stream(exceptions.subscribe(), stores.exceptions.clone())
+        .watches_stream(vms.subscribe(), every_exception_of(stores.exceptions.clone()))
+        .graceful_shutdown_on(shutdown.clone())
+        .run(resetting(backoff.clone(), "exception", exception::reconcile), error_policy(backoff.clone(), "exception"), ctx.clone())
+        .for_each(|_| async {});
+
+    let baselines_ctl = Controller::for_stream(baselines.subscribe(), stores.baselines.clone())
+        .watches_stream(windows.subscribe(), baseline_of_window)
+        .graceful_shutdown_on(shutdown.clone())
+        .run(resetting(backoff.clone(), "baseline", baseline::reconcile), error_policy(backoff.clone(), "baseline"), ctx.clone())
+        .for_each(|_| async {});
+
     let plain = watcher::Config::default();
     let watches = futures::future::join_all(vec![
         Box::pin(vms.watch(api(&client, ns), plain.clone())) as BoxFuture<'static, ()>,
@@ -139,7 +153,7 @@ async fn run_scope(
     ]);
     tracing::info!(namespace = ns.unwrap_or("<all>"), "watching");
     tokio::select! {
-        _ = futures::future::join3(inventory, windows_ctl, verdicts) => {}
+        _ = futures::future::join5(inventory, windows_ctl, verdicts, exceptions_ctl, baselines_ctl) => {}
         _ = watches => {}
     }
 }
@@ -212,6 +226,21 @@ fn every_managed_vm_of<K: ResourceExt>(
     }
 }
 
+/// Maps a VM change to every exception of its namespace: coverage may have changed.
+fn every_exception_of(
+    exceptions: kube::runtime::reflector::Store<PatchException>,
+) -> impl Fn(VirtualMachine) -> Vec<ObjectRef<PatchException>> {
+    move |vm| {
+        let namespace = vm.namespace();
+        exceptions
+            .state()
+            .iter()
+            .filter(|e| e.namespace() == namespace)
+            .map(|e| ObjectRef::from_obj(e.as_ref()))
+            .collect()
+    }
+}
+
 /// Maps a change of anything in a namespace to every window of it.
 fn every_window_of<K: ResourceExt>(
     windows: kube::runtime::reflector::Store<MaintenanceWindow>,
@@ -242,6 +271,10 @@ fn windows_of_vm<K: ResourceExt>(
             .map(|w| ObjectRef::from_obj(w.as_ref()))
             .collect()
     }
+}
+
+fn baseline_of_window(window: MaintenanceWindow) -> Option<ObjectRef<PatchBaseline>> {
+    Some(ObjectRef::new(&window.spec.baseline_ref.name).within(&window.namespace()?))
 }
 
 fn window_of_job(job: Job) -> Option<ObjectRef<MaintenanceWindow>> {
