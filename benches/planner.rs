@@ -114,6 +114,10 @@ fn decision(c: &mut Criterion) {
             progress,
             vms: &vms,
         };
+        match plan(&input) {
+            Ok(decision) => println!("{size} VMs: {} actions", decision.actions.len()),
+            Err(error) => panic!("the benchmark's fleet is refused: {error}"),
+        }
         group.bench_with_input(BenchmarkId::from_parameter(size), &input, |b, input| {
             b.iter(|| plan(black_box(input)))
         });
