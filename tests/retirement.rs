@@ -15,6 +15,7 @@ use kube::{Client, ResourceExt};
 use patchkeeper::api::managed_vm::{Decision, ManagedVMStatus, RetirementReason};
 use patchkeeper::api::{ManagedVM, PatchException};
 use serde_json::json;
+use support::doubles::kubelet::KubeletDouble;
 use support::doubles::kubevirt::KubevirtDouble;
 use support::kubevirt::{install_kubevirt_crds, virtual_machine, vm_api};
 use support::operator::{Operator, OperatorConfig};
@@ -27,20 +28,27 @@ struct Setup {
     ns: TestNamespace,
     client: Client,
     _kubevirt: KubevirtDouble,
+    _kubelet: KubeletDouble,
+    clock_rate: Option<f64>,
 }
 
 impl Setup {
     async fn new(prefix: &str, retirement: serde_json::Value) -> Self {
+        Self::with_baseline(prefix, json!({"retirement": retirement}), None).await
+    }
+
+    async fn with_baseline(prefix: &str, spec: serde_json::Value, clock_rate: Option<f64>) -> Self {
         testbed().install_crds();
         install_kubevirt_crds();
         let ns = TestNamespace::create(prefix).await;
         let client = testbed().client().await;
         let kubevirt = KubevirtDouble::start(client.clone(), Some(&ns.name));
-        let setup = Self { ns, client, _kubevirt: kubevirt };
+        let kubelet = KubeletDouble::start(client.clone(), Some(&ns.name));
+        let setup = Self { ns, client, _kubevirt: kubevirt, _kubelet: kubelet, clock_rate };
         setup
             .apply(json!({
                 "apiVersion": "patchkeeper.io/v1alpha1", "kind": "PatchBaseline",
-                "metadata": {"name": "prod"}, "spec": {"retirement": retirement}
+                "metadata": {"name": "prod"}, "spec": spec
             }))
             .await;
         setup
@@ -58,7 +66,7 @@ impl Setup {
         let config = OperatorConfig {
             namespaces: vec![self.ns.name.clone()],
             clock_start: Some(CLOCK_START.into()),
-            clock_rate: None,
+            clock_rate: self.clock_rate,
         };
         Operator::start(&self.ns.name, &config)
     }
@@ -206,4 +214,54 @@ async fn an_exception_waives_a_reason_until_it_expires_and_the_expiry_is_announc
     let status = exception.status.unwrap();
     assert_eq!(format!("{:?}", status.state.unwrap()), "Expired");
     assert!(setup.event_reasons("erp-migration", "PatchException").await.contains(&"Expired".to_string()));
+}
+
+#[tokio::test]
+async fn running_vms_are_scanned_between_windows_and_nothing_is_installed() {
+    let spec = json!({"assessment": {"interval": "1h", "staleAfter": "72h"}});
+    let setup = Setup::with_baseline("ret-assess", spec, None).await;
+    let updates = ("double.patchkeeper.io/updates", "openssl=3.0.15-1:Security:Critical,curl=7.88.1-10:Bugfix");
+    setup.vm("web", &[("owner", "a")], &[updates]).await;
+    let operator = setup.operator();
+
+    let scanned = setup
+        .managed_until("web", &operator, "assessed NonCompliant", |m| {
+            m.status.as_ref().and_then(|s| s.compliance.as_ref()).is_some_and(|c| {
+                format!("{:?}", c.state) == "NonCompliant" && c.missing.critical == 1 && c.missing.total == 2
+            })
+        })
+        .await;
+    let compliance = scanned.status.unwrap().compliance.unwrap();
+    assert_eq!(compliance.pending_updates.len(), 2);
+    let jobs = Api::<k8s_openapi::api::batch::v1::Job>::namespaced(setup.client.clone(), &setup.ns.name)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let steps: Vec<_> = jobs.items.iter().filter_map(|j| j.labels().get("patchkeeper.io/job").cloned()).collect();
+    assert!(!steps.is_empty() && steps.iter().all(|s| s == "scan"), "{steps:?}");
+    let vm = vm_api(setup.client.clone(), &setup.ns.name).get("web").await.unwrap();
+    assert!(!vm.annotations().contains_key("double.patchkeeper.io/installed"), "an assessment scan installed something");
+    assert!(setup.event_reasons("web", "ManagedVM").await.contains(&"Scanned".to_string()));
+}
+
+#[tokio::test]
+async fn a_dormant_vms_compliance_turns_stale_and_never_compliant_on_old_data() {
+    // The clock runs 10 times as fast: the 3-minute freshness limit passes in 18 s.
+    let spec = json!({"assessment": {"interval": "24h", "staleAfter": "3m"}});
+    let setup = Setup::with_baseline("ret-stale", spec, Some(10.0)).await;
+    setup.vm("quiet", &[("owner", "a")], &[]).await;
+    let operator = setup.operator();
+
+    setup
+        .managed_until("quiet", &operator, "Compliant after its scan", |m| {
+            m.status.as_ref().and_then(|s| s.compliance.as_ref()).is_some_and(|c| format!("{:?}", c.state) == "Compliant")
+        })
+        .await;
+    let halt = json!({"spec": {"runStrategy": "Halted"}});
+    vm_api(setup.client.clone(), &setup.ns.name).patch("quiet", &PatchParams::default(), &Patch::Merge(halt)).await.unwrap();
+    setup
+        .managed_until("quiet", &operator, "Stale once dormant and old", |m| {
+            m.status.as_ref().and_then(|s| s.compliance.as_ref()).is_some_and(|c| format!("{:?}", c.state) == "Stale")
+        })
+        .await;
 }

@@ -5,6 +5,7 @@
 //! (`schedule`, `planner`, `policy`), apply, write status.
 
 mod approval_step;
+mod assessment;
 mod backoff;
 pub mod baseline;
 mod cache;
@@ -124,6 +125,7 @@ async fn run_scope(
         .watches_stream(vms.subscribe(), same_name::<VirtualMachine, ManagedVM>)
         .watches_stream(baselines.subscribe(), every_managed_vm_of(stores.managed_vms.clone()))
         .watches_stream(exceptions.subscribe(), every_managed_vm_of(stores.managed_vms.clone()))
+        .watches_stream(jobs.subscribe(), managed_vm_of_job)
         .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
         .graceful_shutdown_on(shutdown.clone())
         .run(resetting(backoff.clone(), "verdict", verdict::reconcile), error_policy(backoff.clone(), "verdict"), ctx.clone())
@@ -275,6 +277,11 @@ fn windows_of_vm<K: ResourceExt>(
 
 fn baseline_of_window(window: MaintenanceWindow) -> Option<ObjectRef<PatchBaseline>> {
     Some(ObjectRef::new(&window.spec.baseline_ref.name).within(&window.namespace()?))
+}
+
+fn managed_vm_of_job(job: Job) -> Option<ObjectRef<ManagedVM>> {
+    let vm = job.labels().get(job::VM_LABEL)?;
+    Some(ObjectRef::new(vm).within(&job.namespace()?))
 }
 
 fn window_of_job(job: Job) -> Option<ObjectRef<MaintenanceWindow>> {

@@ -16,6 +16,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
+use super::assessment;
 use super::conditions::{condition, remove_condition, set_condition};
 use super::context::{Context, normal, warning};
 use super::error::Error;
@@ -57,13 +58,46 @@ pub async fn reconcile(managed: Arc<ManagedVM>, ctx: Arc<Context>) -> Result<Act
         ctx.stores.exceptions.state().into_iter().filter(|e| e.namespace().as_deref() == Some(&namespace)).collect();
     let now = ctx.clock().now();
 
+    let (status, next_scan) = scan_between_windows(&ctx, &managed, &vm, status, baseline.as_deref(), now).await?;
     let assessment = assess(&vm, &status, baseline.as_deref(), exceptions.iter().map(AsRef::as_ref), now);
-    let next = next_look(&assessment);
+    let next = [next_look(&assessment), next_scan].into_iter().flatten().min();
     apply_verdict(&ctx, &managed, &vm, &status, &assessment).await?;
     Ok(match next {
         Some(at) => Action::requeue(ctx.clock().real_delay(at.duration_since(now)).max(std::time::Duration::from_secs(1))),
         None => Action::await_change(),
     })
+}
+
+/// Scans the VM between windows when due; returns the status with what a finished scan
+/// recorded.
+async fn scan_between_windows(
+    ctx: &Context,
+    managed: &ManagedVM,
+    vm: &VirtualMachine,
+    status: ManagedVMStatus,
+    baseline: Option<&PatchBaseline>,
+    now: Timestamp,
+) -> Result<(ManagedVMStatus, Option<Timestamp>), Error> {
+    let namespace = managed.namespace().ok_or(Error::MissingNamespace)?;
+    let window = status
+        .window
+        .as_ref()
+        .and_then(|w| w.split(',').next().map(str::to_string))
+        .and_then(|w| ctx.stores.windows.get(&ObjectRef::new(&w).within(&namespace)));
+    let (Some(baseline), Some(window)) = (baseline, window) else {
+        return Ok((status, None));
+    };
+    let vmi = assessment::instance(ctx, managed);
+    let target = assessment::Target {
+        managed,
+        status: &status,
+        baseline,
+        window: &window,
+        vmi: vmi.as_deref(),
+        labels: vm.labels(),
+    };
+    let (recorded, next) = assessment::step(ctx, &target, now).await?;
+    Ok((recorded.unwrap_or(status), next))
 }
 
 fn assess<'a>(

@@ -285,7 +285,7 @@ fn failure_reason(step: Step, summary: Option<&RunSummary>, job: Option<&Job>) -
 }
 
 /// The runner's summary from the newest finished Pod of a Job.
-async fn termination_summary(ctx: &Context, namespace: &str, job: &str) -> Result<Option<RunSummary>, Error> {
+pub async fn termination_summary(ctx: &Context, namespace: &str, job: &str) -> Result<Option<RunSummary>, Error> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
     let list = pods.list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}"))).await?;
     let mut messages: Vec<(Timestamp, String)> = list
