@@ -8,6 +8,7 @@ pub mod kubevirt;
 pub mod operator;
 pub mod planner;
 pub mod policy;
+pub mod report;
 pub mod runner;
 pub mod schedule;
 pub mod summary;

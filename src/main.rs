@@ -1,4 +1,5 @@
-//! The `patchkeeper` command: the operator, its CRD generator, and the patch runner.
+//! The `patchkeeper` command: the operator, its CRD generator, the patch runner, and the fleet
+//! report.
 
 use std::process::ExitCode;
 
@@ -22,6 +23,9 @@ enum Command {
     Crd,
     /// Run one patch run in one VM over SSH (used by the patch Jobs).
     Runner(Box<patchkeeper::runner::RunnerArgs>),
+    /// Report how the fleet stands: compliance, retirement candidates, missing critical
+    /// updates, exceptions running out, and VMs no window patches.
+    Report(patchkeeper::report::ReportArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -60,6 +64,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run_operator(args),
         Command::Crd => print_crds(),
         Command::Runner(args) => patchkeeper::runner::main(*args),
+        Command::Report(args) => patchkeeper::report::main(args),
     }
 }
 

@@ -1,0 +1,133 @@
+//! The critical updates that VMs have been missing longest.
+
+use jiff::Timestamp;
+use serde::Serialize;
+
+use super::fleet::FleetVm;
+use crate::api::baseline::{Classification, Severity};
+
+/// How many of the oldest missing critical updates the report lists.
+pub const LISTED: usize = 10;
+
+/// Critical updates available to VMs and not installed.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CriticalUpdates {
+    /// How many there are in the whole fleet, one per VM and package.
+    pub total: usize,
+    /// The oldest of them (at most ten), oldest first.
+    pub oldest: Vec<MissingCriticalUpdate>,
+}
+
+/// One critical update one VM is missing.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MissingCriticalUpdate {
+    pub namespace: String,
+    pub vm: String,
+    pub package: String,
+    /// The version available.
+    pub version: String,
+    pub classification: Classification,
+    /// When patchkeeper first saw the update available to this VM.
+    pub first_seen: Timestamp,
+    /// Seconds from `firstSeen` to the time of the report.
+    pub age_seconds: i64,
+}
+
+/// The critical updates that the VMs' last scans found pending, oldest first.
+pub(super) fn oldest(vms: &[FleetVm], now: Timestamp) -> CriticalUpdates {
+    let mut missing: Vec<MissingCriticalUpdate> = vms
+        .iter()
+        .flat_map(|vm| missing_critical(vm, now))
+        .collect();
+    missing.sort_by(|a, b| age_order(a).cmp(&age_order(b)));
+    let total = missing.len();
+    missing.truncate(LISTED);
+    CriticalUpdates {
+        total,
+        oldest: missing,
+    }
+}
+
+/// Oldest first; ties in the order of namespace, VM and package.
+fn age_order(update: &MissingCriticalUpdate) -> (Timestamp, &str, &str, &str) {
+    (
+        update.first_seen,
+        &update.namespace,
+        &update.vm,
+        &update.package,
+    )
+}
+
+fn missing_critical(vm: &FleetVm, now: Timestamp) -> Vec<MissingCriticalUpdate> {
+    let compliance = vm
+        .managed
+        .status
+        .as_ref()
+        .and_then(|s| s.compliance.as_ref());
+    let pending = compliance
+        .map(|c| c.pending_updates.as_slice())
+        .unwrap_or_default();
+    let critical = pending.iter().filter(|u| u.severity == Severity::Critical);
+    let missing = critical.map(|update| MissingCriticalUpdate {
+        namespace: vm.namespace.clone(),
+        vm: vm.name.clone(),
+        package: update.name.clone(),
+        version: update.version.clone(),
+        classification: update.classification,
+        first_seen: update.first_seen.0,
+        age_seconds: now.duration_since(update.first_seen.0).as_secs().max(0),
+    });
+    missing.collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::fixtures::*;
+    use crate::report::fleet::FleetReport;
+
+    fn critical_of(fleet: &crate::report::fleet::Fleet) -> CriticalUpdates {
+        FleetReport::build(fleet, now(), days(14)).critical_updates
+    }
+
+    #[test]
+    fn the_oldest_critical_update_comes_first_with_its_vm_and_age() {
+        let fleet = fleet_of(vec![
+            vm("team-a", "web").pending("openssl", Severity::Critical, days_ago(2)),
+            vm("team-b", "db").pending("glibc", Severity::Critical, days_ago(30)),
+        ]);
+        let oldest = critical_of(&fleet).oldest;
+        let listed: Vec<_> = oldest
+            .iter()
+            .map(|u| (u.vm.as_str(), u.package.as_str()))
+            .collect();
+        assert_eq!(listed, [("db", "glibc"), ("web", "openssl")]);
+        assert_eq!(oldest[0].namespace, "team-b");
+        assert_eq!(oldest[0].age_seconds, 30 * 86_400);
+    }
+
+    #[test]
+    fn updates_of_other_severities_are_left_out() {
+        let fleet = fleet_of(vec![
+            vm("team-a", "web")
+                .pending("curl", Severity::Important, days_ago(90))
+                .pending("vim", Severity::Unspecified, days_ago(90)),
+        ]);
+        assert_eq!(critical_of(&fleet), CriticalUpdates::default());
+    }
+
+    #[test]
+    fn only_the_ten_oldest_are_listed_but_all_are_counted() {
+        let mut web = vm("team-a", "web");
+        for day in 1..=12 {
+            web = web.pending(&format!("pkg-{day:02}"), Severity::Critical, days_ago(day));
+        }
+        let critical = critical_of(&fleet_of(vec![web]));
+        assert_eq!(critical.total, 12);
+        assert_eq!(critical.oldest.len(), LISTED);
+        assert_eq!(critical.oldest[0].package, "pkg-12");
+        assert_eq!(critical.oldest[9].package, "pkg-03");
+    }
+}
