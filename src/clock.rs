@@ -21,14 +21,26 @@ pub struct Clock {
 impl Clock {
     /// The system clock.
     pub fn system() -> Self {
-        Self { real_origin: Instant::now(), start: Timestamp::now(), rate: 1.0 }
+        Self {
+            real_origin: Instant::now(),
+            start: Timestamp::now(),
+            rate: 1.0,
+        }
     }
 
     /// A clock that reads `start` now and then runs `rate` times as fast as real time.
     /// A rate that is not a positive finite number counts as 1.
     pub fn starting_at(start: Timestamp, rate: f64) -> Self {
-        let rate = if rate.is_finite() && rate > 0.0 { rate } else { 1.0 };
-        Self { real_origin: Instant::now(), start, rate }
+        let rate = if rate.is_finite() && rate > 0.0 {
+            rate
+        } else {
+            1.0
+        };
+        Self {
+            real_origin: Instant::now(),
+            start,
+            rate,
+        }
     }
 
     /// The current instant.
@@ -60,12 +72,18 @@ mod tests {
     #[test]
     fn a_fast_clock_waits_less_real_time() {
         let clock = Clock::starting_at(Timestamp::UNIX_EPOCH, 60.0);
-        assert_eq!(clock.real_delay(SignedDuration::from_mins(1)), std::time::Duration::from_secs(1));
+        assert_eq!(
+            clock.real_delay(SignedDuration::from_mins(1)),
+            std::time::Duration::from_secs(1)
+        );
     }
 
     #[test]
     fn a_nonsensical_rate_runs_at_real_speed() {
         let clock = Clock::starting_at(Timestamp::UNIX_EPOCH, -3.0);
-        assert_eq!(clock.real_delay(SignedDuration::from_secs(5)), std::time::Duration::from_secs(5));
+        assert_eq!(
+            clock.real_delay(SignedDuration::from_secs(5)),
+            std::time::Duration::from_secs(5)
+        );
     }
 }

@@ -55,7 +55,10 @@ impl VirtualMachine {
 
     /// The status KubeVirt reports, `Unknown` when it reports none.
     pub fn printable_status(&self) -> &str {
-        self.status.as_ref().and_then(|s| s.printable_status.as_deref()).unwrap_or("Unknown")
+        self.status
+            .as_ref()
+            .and_then(|s| s.printable_status.as_deref())
+            .unwrap_or("Unknown")
     }
 }
 
@@ -120,7 +123,11 @@ pub struct VirtualMachineInstanceStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub interfaces: Vec<Interface>,
     /// From the QEMU guest agent.
-    #[serde(default, rename = "guestOSInfo", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "guestOSInfo",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub guest_os_info: Option<GuestOsInfo>,
 }
 
@@ -150,7 +157,11 @@ impl VirtualMachineInstance {
     /// The first IP address of the VM, once it has one.
     pub fn ip_address(&self) -> Option<&str> {
         let status = self.status.as_ref()?;
-        status.interfaces.iter().find_map(|i| i.ip_address.as_deref()).filter(|ip| !ip.is_empty())
+        status
+            .interfaces
+            .iter()
+            .find_map(|i| i.ip_address.as_deref())
+            .filter(|ip| !ip.is_empty())
     }
 
     /// Whether the instance is running.
@@ -171,7 +182,10 @@ mod tests {
 
     #[test]
     fn both_forms_survive_the_round_trip_through_status() {
-        for strategy in [RunStrategy::Running(false), RunStrategy::Strategy("Manual".into())] {
+        for strategy in [
+            RunStrategy::Running(false),
+            RunStrategy::Strategy("Manual".into()),
+        ] {
             let text = strategy.to_status_string();
             assert_eq!(RunStrategy::from_status_string(&text), strategy);
         }
@@ -180,6 +194,9 @@ mod tests {
     #[test]
     fn restoring_the_deprecated_form_clears_the_run_strategy() {
         let patch = RunStrategy::Running(false).merge_patch();
-        assert_eq!(patch, serde_json::json!({"spec": {"running": false, "runStrategy": null}}));
+        assert_eq!(
+            patch,
+            serde_json::json!({"spec": {"running": false, "runStrategy": null}})
+        );
     }
 }

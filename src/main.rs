@@ -31,7 +31,11 @@ enum Command {
 #[derive(Debug, clap::Args)]
 struct RunArgs {
     /// Watch only this namespace; repeat for several. Default: all namespaces.
-    #[arg(long = "namespace", env = "PATCHKEEPER_NAMESPACES", value_delimiter = ',')]
+    #[arg(
+        long = "namespace",
+        env = "PATCHKEEPER_NAMESPACES",
+        value_delimiter = ','
+    )]
     namespaces: Vec<String>,
 
     /// The image patch Jobs run when a window's executor names none.
@@ -121,7 +125,9 @@ async fn shutdown_signal() {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

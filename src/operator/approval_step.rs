@@ -26,25 +26,58 @@ pub struct ScanDecision {
 
 /// Decides what to install from a scan. A baseline whose rules cannot be read approves
 /// nothing: the error is returned for the VM's run to fail with.
-pub fn decide(ctx: &Context, scope: &RunScope<'_>, view: &VmView, scan: &RunSummary) -> Result<ScanDecision, String> {
+pub fn decide(
+    ctx: &Context,
+    scope: &RunScope<'_>,
+    view: &VmView,
+    scan: &RunSummary,
+) -> Result<ScanDecision, String> {
     let namespace = view.managed.namespace().unwrap_or_default();
-    let exceptions: Vec<_> =
-        ctx.stores.exceptions.state().into_iter().filter(|e| e.namespace().as_deref() == Some(&namespace)).collect();
-    let coverage = covering(exceptions.iter().map(AsRef::as_ref), &view.name(), view.vm.labels(), scope.now);
-    let previously_seen =
-        view.status.compliance.as_ref().map(|c| c.pending_updates.clone()).unwrap_or_default();
+    let exceptions: Vec<_> = ctx
+        .stores
+        .exceptions
+        .state()
+        .into_iter()
+        .filter(|e| e.namespace().as_deref() == Some(&namespace))
+        .collect();
+    let coverage = covering(
+        exceptions.iter().map(AsRef::as_ref),
+        &view.name(),
+        view.vm.labels(),
+        scope.now,
+    );
+    let previously_seen = view
+        .status
+        .compliance
+        .as_ref()
+        .map(|c| c.pending_updates.clone())
+        .unwrap_or_default();
 
-    let review = review_scan(&scope.baseline.spec.approval, &scan.updates, &previously_seen, &coverage.held_packages(), scope.now)
-        .map_err(|error| format!("baseline {}: {error}", scope.baseline.name_any()))?;
+    let review = review_scan(
+        &scope.baseline.spec.approval,
+        &scan.updates,
+        &previously_seen,
+        &coverage.held_packages(),
+        scope.now,
+    )
+    .map_err(|error| format!("baseline {}: {error}", scope.baseline.name_any()))?;
     let compliance = compliance_after(scope.baseline, &review, scope.now)?;
     let install: Vec<String> = review.install().iter().map(ToString::to_string).collect();
     let held_back = review.updates.len() - install.len();
-    Ok(ScanDecision { install, held_back, compliance })
+    Ok(ScanDecision {
+        install,
+        held_back,
+        compliance,
+    })
 }
 
 /// The VM's compliance right after a scan reviewed as `review`. The run records the scan's
 /// time and the updates it found; the keep-or-retire reconciler derives the rest.
-pub fn compliance_after(baseline: &PatchBaseline, review: &Review, now: Timestamp) -> Result<Compliance, String> {
+pub fn compliance_after(
+    baseline: &PatchBaseline,
+    review: &Review,
+    now: Timestamp,
+) -> Result<Compliance, String> {
     let rules = ComplianceRules::from_baseline(&baseline.spec)
         .map_err(|error| format!("baseline {}: {error}", baseline.name_any()))?;
     let mut compliance = rules.assess(Some(Scan { at: now, review }), now).compliance;
@@ -55,7 +88,9 @@ pub fn compliance_after(baseline: &PatchBaseline, review: &Review, now: Timestam
 /// The fields of a VM's compliance that scans and installs record.
 pub fn scan_record(compliance: Option<&Compliance>) -> serde_json::Value {
     match compliance {
-        Some(c) => serde_json::json!({"lastScanAt": c.last_scan_at, "pendingUpdates": c.pending_updates}),
+        Some(c) => {
+            serde_json::json!({"lastScanAt": c.last_scan_at, "pendingUpdates": c.pending_updates})
+        }
         None => serde_json::Value::Null,
     }
 }
@@ -71,7 +106,11 @@ pub fn compliance_after_install(
     let Some(before) = view.status.compliance.as_ref() else {
         return Ok(None);
     };
-    let installed: Vec<(&str, &str)> = install.installed.iter().map(|p| (p.name.as_str(), p.to.as_str())).collect();
+    let installed: Vec<(&str, &str)> = install
+        .installed
+        .iter()
+        .map(|p| (p.name.as_str(), p.to.as_str()))
+        .collect();
     let remaining: Vec<_> = before
         .pending_updates
         .iter()
@@ -79,11 +118,26 @@ pub fn compliance_after_install(
         .cloned()
         .collect();
     let namespace = view.managed.namespace().unwrap_or_default();
-    let exceptions: Vec<_> =
-        ctx.stores.exceptions.state().into_iter().filter(|e| e.namespace().as_deref() == Some(&namespace)).collect();
-    let coverage = covering(exceptions.iter().map(AsRef::as_ref), &view.name(), view.vm.labels(), scope.now);
-    let review = crate::policy::approval::review_pending(&scope.baseline.spec.approval, &remaining, &coverage.held_packages(), scope.now)
-        .map_err(|error| format!("baseline {}: {error}", scope.baseline.name_any()))?;
+    let exceptions: Vec<_> = ctx
+        .stores
+        .exceptions
+        .state()
+        .into_iter()
+        .filter(|e| e.namespace().as_deref() == Some(&namespace))
+        .collect();
+    let coverage = covering(
+        exceptions.iter().map(AsRef::as_ref),
+        &view.name(),
+        view.vm.labels(),
+        scope.now,
+    );
+    let review = crate::policy::approval::review_pending(
+        &scope.baseline.spec.approval,
+        &remaining,
+        &coverage.held_packages(),
+        scope.now,
+    )
+    .map_err(|error| format!("baseline {}: {error}", scope.baseline.name_any()))?;
     let mut compliance = compliance_after(scope.baseline, &review, scope.now)?;
     compliance.last_scan_at = before.last_scan_at.clone();
     Ok(Some(compliance))

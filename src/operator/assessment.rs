@@ -43,45 +43,83 @@ pub struct Target<'a> {
 
 /// Records a finished assessment scan, or starts one when it is due. Returns the status
 /// with what a recorded scan found, and when the next scan is due.
-pub async fn step(ctx: &Context, target: &Target<'_>, now: Timestamp) -> Result<(Option<ManagedVMStatus>, Option<Timestamp>), Error> {
+pub async fn step(
+    ctx: &Context,
+    target: &Target<'_>,
+    now: Timestamp,
+) -> Result<(Option<ManagedVMStatus>, Option<Timestamp>), Error> {
     let namespace = target.managed.namespace().ok_or(Error::MissingNamespace)?;
     let jobs = assessment_jobs(ctx, &namespace);
     let name = target.managed.name_any();
-    let mine: Vec<&Job> = jobs.iter().map(AsRef::as_ref).filter(|j| j.labels().get(VM_LABEL) == Some(&name)).collect();
-    let last_scan = target.status.compliance.as_ref().and_then(|c| c.last_scan_at.as_ref()).map(|t| t.0);
+    let mine: Vec<&Job> = jobs
+        .iter()
+        .map(AsRef::as_ref)
+        .filter(|j| j.labels().get(VM_LABEL) == Some(&name))
+        .collect();
+    let last_scan = target
+        .status
+        .compliance
+        .as_ref()
+        .and_then(|c| c.last_scan_at.as_ref())
+        .map(|t| t.0);
 
     if let Some((job, scan_at)) = unrecorded(&mine) {
         let recorded = record(ctx, target, job, scan_at).await?;
         return Ok((recorded, None));
     }
-    let interval = parse_duration(target.baseline.spec.assessment.interval.as_str()).unwrap_or(SignedDuration::from_hours(24));
+    let interval = parse_duration(target.baseline.spec.assessment.interval.as_str())
+        .unwrap_or(SignedDuration::from_hours(24));
     // A failed attempt also waits for the interval: a VM that cannot be scanned is not
     // hammered, and its compliance turns stale as it should.
     let last_attempt = mine.iter().filter_map(|j| scan_at(j)).max();
-    let due = last_scan.max(last_attempt).map_or(now, |at| at.saturating_add(interval).unwrap_or(at));
+    let due = last_scan
+        .max(last_attempt)
+        .map_or(now, |at| at.saturating_add(interval).unwrap_or(at));
     let in_flight = mine.iter().any(|j| !is_finished(j));
     if due > now || in_flight {
         return Ok((None, Some(due.max(now))));
     }
-    let limit = usize::try_from(target.baseline.spec.assessment.max_concurrent_scans).unwrap_or(1).max(1);
+    let limit = usize::try_from(target.baseline.spec.assessment.max_concurrent_scans)
+        .unwrap_or(1)
+        .max(1);
     let running = jobs.iter().filter(|j| !is_finished(j)).count();
     if let Some(host) = scannable(target) {
         if running < limit {
             start(ctx, target, &host, now).await?;
         }
         // A full queue is retried soon; the Jobs ending also call for a look.
-        return Ok((None, Some(now.saturating_add(SignedDuration::from_mins(1)).unwrap_or(now))));
+        return Ok((
+            None,
+            Some(
+                now.saturating_add(SignedDuration::from_mins(1))
+                    .unwrap_or(now),
+            ),
+        ));
     }
-    Ok((None, Some(due.max(now).saturating_add(interval).unwrap_or(now))))
+    Ok((
+        None,
+        Some(due.max(now).saturating_add(interval).unwrap_or(now)),
+    ))
 }
 
 /// The VM's address when it may be scanned now: running, reachable, and not in a window's
 /// run (the run scans it itself).
 fn scannable(target: &Target<'_>) -> Option<String> {
-    let running = target.status.power.as_ref().is_some_and(|p| p.state == PowerState::Running);
-    let in_run = target.status.patch.as_ref().is_some_and(|p| !matches!(p.phase, PatchPhase::Done | PatchPhase::Failed | PatchPhase::Waiting));
+    let running = target
+        .status
+        .power
+        .as_ref()
+        .is_some_and(|p| p.state == PowerState::Running);
+    let in_run = target.status.patch.as_ref().is_some_and(|p| {
+        !matches!(
+            p.phase,
+            PatchPhase::Done | PatchPhase::Failed | PatchPhase::Waiting
+        )
+    });
     let vmi = target.vmi.filter(|vmi| vmi.is_running())?;
-    (running && !in_run).then(|| vmi.ip_address().map(str::to_string)).flatten()
+    (running && !in_run)
+        .then(|| vmi.ip_address().map(str::to_string))
+        .flatten()
 }
 
 fn assessment_jobs(ctx: &Context, namespace: &str) -> Vec<std::sync::Arc<Job>> {
@@ -90,13 +128,20 @@ fn assessment_jobs(ctx: &Context, namespace: &str) -> Vec<std::sync::Arc<Job>> {
         .state()
         .into_iter()
         .filter(|j| j.namespace().as_deref() == Some(namespace))
-        .filter(|j| j.labels().get(RUN_LABEL).is_some_and(|r| r.starts_with(RUN_PREFIX)))
+        .filter(|j| {
+            j.labels()
+                .get(RUN_LABEL)
+                .is_some_and(|r| r.starts_with(RUN_PREFIX))
+        })
         .collect()
 }
 
 fn is_finished(job: &Job) -> bool {
     let conditions = job.status.as_ref().and_then(|s| s.conditions.as_ref());
-    conditions.is_some_and(|c| c.iter().any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True"))
+    conditions.is_some_and(|c| {
+        c.iter()
+            .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
+    })
 }
 
 /// Annotation on an assessment Job once its result is recorded.
@@ -114,7 +159,12 @@ fn unrecorded<'a>(jobs: &[&'a Job]) -> Option<(&'a Job, Timestamp)> {
         .max_by_key(|(_, at)| *at)
 }
 
-async fn start(ctx: &Context, target: &Target<'_>, host: &str, now: Timestamp) -> Result<(), Error> {
+async fn start(
+    ctx: &Context,
+    target: &Target<'_>,
+    host: &str,
+    now: Timestamp,
+) -> Result<(), Error> {
     let namespace = target.managed.namespace().ok_or(Error::MissingNamespace)?;
     let run = format!("{RUN_PREFIX}{}", super::run::run_id(now));
     let executor = &target.window.spec.executor;
@@ -133,13 +183,27 @@ async fn start(ctx: &Context, target: &Target<'_>, host: &str, now: Timestamp) -
         reboot: target.baseline.spec.reboot,
         packages: &[],
         deadline,
-        owner: target.managed.controller_owner_ref(&()).ok_or(Error::MissingUid)?,
+        owner: target
+            .managed
+            .controller_owner_ref(&())
+            .ok_or(Error::MissingUid)?,
     };
     let mut job = job::build(&request);
     job.metadata.annotations = Some([(SCAN_AT.to_string(), now.to_string())].into());
     let api: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
-    match api.create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..PostParams::default() }, &job).await {
-        Ok(_) => tracing::info!(vm = %target.managed.name_any(), job = %job.name_any(), "assessment scan started"),
+    match api
+        .create(
+            &PostParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..PostParams::default()
+            },
+            &job,
+        )
+        .await
+    {
+        Ok(_) => {
+            tracing::info!(vm = %target.managed.name_any(), job = %job.name_any(), "assessment scan started")
+        }
         Err(kube::Error::Api(status)) if status.code == 409 => {}
         Err(error) => return Err(error.into()),
     }
@@ -148,20 +212,47 @@ async fn start(ctx: &Context, target: &Target<'_>, host: &str, now: Timestamp) -
 
 /// Records what a finished assessment scan found; a failed scan is announced, never taken
 /// as evidence about the VM.
-async fn record(ctx: &Context, target: &Target<'_>, job: &Job, scan_at: Timestamp) -> Result<Option<ManagedVMStatus>, Error> {
+async fn record(
+    ctx: &Context,
+    target: &Target<'_>,
+    job: &Job,
+    scan_at: Timestamp,
+) -> Result<Option<ManagedVMStatus>, Error> {
     let namespace = target.managed.namespace().ok_or(Error::MissingNamespace)?;
     let summary = vm_run::termination_summary(ctx, &namespace, &job.name_any()).await?;
     let Some(summary) = summary.clone().filter(|s| s.outcome == Outcome::Succeeded) else {
         let note = failure_note(summary.as_ref());
-        ctx.publish_on_vm(target.managed, warning("ScanFailed", "Assess", note)).await;
+        ctx.publish_on_vm(target.managed, warning("ScanFailed", "Assess", note))
+            .await;
         mark_recorded(ctx, job).await?;
         return Ok(None);
     };
-    let exceptions: Vec<_> =
-        ctx.stores.exceptions.state().into_iter().filter(|e| e.namespace().as_deref() == Some(&namespace)).collect();
-    let coverage = covering(exceptions.iter().map(AsRef::as_ref), &target.managed.name_any(), target.labels, scan_at);
-    let previous = target.status.compliance.as_ref().map(|c| c.pending_updates.clone()).unwrap_or_default();
-    let Ok(review) = review_scan(&target.baseline.spec.approval, &summary.updates, &previous, &coverage.held_packages(), scan_at) else {
+    let exceptions: Vec<_> = ctx
+        .stores
+        .exceptions
+        .state()
+        .into_iter()
+        .filter(|e| e.namespace().as_deref() == Some(&namespace))
+        .collect();
+    let coverage = covering(
+        exceptions.iter().map(AsRef::as_ref),
+        &target.managed.name_any(),
+        target.labels,
+        scan_at,
+    );
+    let previous = target
+        .status
+        .compliance
+        .as_ref()
+        .map(|c| c.pending_updates.clone())
+        .unwrap_or_default();
+    let Ok(review) = review_scan(
+        &target.baseline.spec.approval,
+        &summary.updates,
+        &previous,
+        &coverage.held_packages(),
+        scan_at,
+    ) else {
         return Ok(None);
     };
     let mut status = target.status.clone();
@@ -170,14 +261,24 @@ async fn record(ctx: &Context, target: &Target<'_>, job: &Job, scan_at: Timestam
     compliance.pending_updates = review.pending_updates();
     write(ctx, target.managed, &status).await?;
     mark_recorded(ctx, job).await?;
-    let note = format!("scanned: {} updates available, {} approved now", summary.counts.updates.total, review.install().len());
-    ctx.publish_on_vm(target.managed, normal("Scanned", "Assess", note)).await;
+    let note = format!(
+        "scanned: {} updates available, {} approved now",
+        summary.counts.updates.total,
+        review.install().len()
+    );
+    ctx.publish_on_vm(target.managed, normal("Scanned", "Assess", note))
+        .await;
     Ok(Some(status))
 }
 
 fn failure_note(summary: Option<&RunSummary>) -> String {
     match summary.and_then(|s| s.failure.as_ref()) {
-        Some(f) => format!("assessment scan failed in {} waiting for {}: {}; compliance keeps its last scan", f.phase.as_str(), f.awaiting, f.message),
+        Some(f) => format!(
+            "assessment scan failed in {} waiting for {}: {}; compliance keeps its last scan",
+            f.phase.as_str(),
+            f.awaiting,
+            f.message
+        ),
         None => "assessment scan failed without a result; compliance keeps its last scan".into(),
     }
 }
@@ -187,8 +288,12 @@ async fn mark_recorded(ctx: &Context, job: &Job) -> Result<(), Error> {
     let namespace = job.namespace().ok_or(Error::MissingNamespace)?;
     let api: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
     let patch = json!({"metadata": {"annotations": {RECORDED: "true"}}});
-    let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..PatchParams::default() };
-    api.patch(&job.name_any(), &params, &Patch::Merge(patch)).await?;
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    api.patch(&job.name_any(), &params, &Patch::Merge(patch))
+        .await?;
     Ok(())
 }
 
@@ -203,11 +308,21 @@ async fn write(ctx: &Context, managed: &ManagedVM, status: &ManagedVMStatus) -> 
             "pendingUpdates": compliance.map(|c| c.pending_updates.clone()).unwrap_or_default(),
         }},
     });
-    api.patch_status(&managed.name_any(), &PatchParams::apply(ASSESSMENT_MANAGER).force(), &Patch::Apply(body)).await?;
+    api.patch_status(
+        &managed.name_any(),
+        &PatchParams::apply(ASSESSMENT_MANAGER).force(),
+        &Patch::Apply(body),
+    )
+    .await?;
     Ok(())
 }
 
 /// The VM's instance, from the cache.
-pub fn instance(ctx: &Context, managed: &ManagedVM) -> Option<std::sync::Arc<VirtualMachineInstance>> {
-    ctx.stores.vmis.get(&ObjectRef::new(&managed.name_any()).within(&managed.namespace()?))
+pub fn instance(
+    ctx: &Context,
+    managed: &ManagedVM,
+) -> Option<std::sync::Arc<VirtualMachineInstance>> {
+    ctx.stores
+        .vmis
+        .get(&ObjectRef::new(&managed.name_any()).within(&managed.namespace()?))
 }

@@ -21,12 +21,17 @@ impl Backoff {
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         let count = failures.entry(key.to_string()).or_default();
         *count = count.saturating_add(1);
-        FIRST.saturating_mul(2u32.saturating_pow(*count - 1)).min(LONGEST)
+        FIRST
+            .saturating_mul(2u32.saturating_pow(*count - 1))
+            .min(LONGEST)
     }
 
     /// Forgets the failures of `key` after a successful reconcile.
     pub fn succeeded(&self, key: &str) {
-        self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
     }
 }
 

@@ -19,8 +19,13 @@ use crate::policy::verdict::RetirementRule;
 /// Whether the baseline's rules can be read: every check the API server cannot make.
 pub fn check(spec: &PatchBaselineSpec) -> Result<(), (&'static str, String)> {
     let empty: [crate::api::common::PackagePattern; 0] = [];
-    crate::policy::approval::review_pending(&spec.approval, &[], &empty, jiff::Timestamp::UNIX_EPOCH)
-        .map_err(|e| (e.category(), e.to_string()))?;
+    crate::policy::approval::review_pending(
+        &spec.approval,
+        &[],
+        &empty,
+        jiff::Timestamp::UNIX_EPOCH,
+    )
+    .map_err(|e| (e.category(), e.to_string()))?;
     ComplianceRules::from_baseline(spec).map_err(|e| (e.category(), e.to_string()))?;
     RetirementRule::from_baseline(&spec.retirement).map_err(|e| (e.category(), e.to_string()))?;
     Ok(())
@@ -34,7 +39,10 @@ pub async fn reconcile(baseline: Arc<PatchBaseline>, ctx: Arc<Context>) -> Resul
         .windows
         .state()
         .into_iter()
-        .filter(|w| w.namespace().as_deref() == Some(&namespace) && w.spec.baseline_ref.name == baseline.name_any())
+        .filter(|w| {
+            w.namespace().as_deref() == Some(&namespace)
+                && w.spec.baseline_ref.name == baseline.name_any()
+        })
         .map(|w| w.name_any())
         .collect();
     windows.sort();
@@ -43,9 +51,16 @@ pub async fn reconcile(baseline: Arc<PatchBaseline>, ctx: Arc<Context>) -> Resul
         Err((reason, message)) => Standing::stalled(reason, message),
     };
     let previous = baseline.status.clone().unwrap_or_default();
-    let was_stalled = previous.conditions.iter().any(|c| c.type_ == "Stalled" && c.status == "True");
+    let was_stalled = previous
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Stalled" && c.status == "True");
     if let (Standing::Stalled { reason, message }, false) = (&standing, was_stalled) {
-        ctx.publish(baseline.as_ref(), warning(reason, "Validate", message.clone())).await;
+        ctx.publish(
+            baseline.as_ref(),
+            warning(reason, "Validate", message.clone()),
+        )
+        .await;
     }
     let now = ctx.clock().now();
     let status = PatchBaselineStatus {
@@ -55,6 +70,11 @@ pub async fn reconcile(baseline: Arc<PatchBaseline>, ctx: Arc<Context>) -> Resul
     };
     let api: Api<PatchBaseline> = Api::namespaced(ctx.client.clone(), &namespace);
     let body = json!({"apiVersion": PatchBaseline::api_version(&()), "kind": PatchBaseline::kind(&()), "status": status});
-    api.patch_status(&baseline.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(body)).await?;
+    api.patch_status(
+        &baseline.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(body),
+    )
+    .await?;
     Ok(Action::await_change())
 }

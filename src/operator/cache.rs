@@ -24,7 +24,9 @@ pub struct Cache<K: Resource<DynamicType = ()> + Clone + 'static> {
 
 impl<K: Resource<DynamicType = ()> + Clone + 'static> Debug for Cache<K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cache").field("kind", &K::kind(&())).finish()
+        f.debug_struct("Cache")
+            .field("kind", &K::kind(&()))
+            .finish()
     }
 }
 
@@ -35,7 +37,11 @@ where
 {
     pub fn new() -> Self {
         let (store, writer) = reflector::store();
-        Self { store, writer: Some(writer), subscribers: Arc::default() }
+        Self {
+            store,
+            writer: Some(writer),
+            subscribers: Arc::default(),
+        }
     }
 
     /// The cache; empty until the first list has arrived.
@@ -47,12 +53,19 @@ where
     /// Subscribe before calling [`Cache::watch`].
     pub fn subscribe(&self) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static {
         let (sender, receiver) = mpsc::unbounded_channel();
-        self.subscribers.lock().unwrap_or_else(|e| e.into_inner()).push(sender);
+        self.subscribers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(sender);
         UnboundedReceiverStream::new(receiver).map(Ok)
     }
 
     /// The watch that fills the cache and feeds the subscribers; runs until dropped.
-    pub fn watch(&mut self, api: Api<K>, config: watcher::Config) -> impl Future<Output = ()> + Send + 'static {
+    pub fn watch(
+        &mut self,
+        api: Api<K>,
+        config: watcher::Config,
+    ) -> impl Future<Output = ()> + Send + 'static {
         let writer = self.writer.take().unwrap_or_else(|| reflector::store().1);
         let subscribers = self.subscribers.clone();
         let stream = watcher(api, config)
@@ -65,7 +78,9 @@ where
             while let Some(event) = stream.next().await {
                 match event {
                     Ok(object) => fan_out(&subscribers, &object),
-                    Err(error) => tracing::warn!(kind = %K::kind(&()), error = %error, "watch failed; retrying"),
+                    Err(error) => {
+                        tracing::warn!(kind = %K::kind(&()), error = %error, "watch failed; retrying")
+                    }
                 }
             }
         }

@@ -19,21 +19,35 @@ pub enum Standing {
 
 impl Standing {
     pub fn ready(reason: &str, message: impl Into<String>) -> Self {
-        Self::Ready { reason: reason.into(), message: message.into() }
+        Self::Ready {
+            reason: reason.into(),
+            message: message.into(),
+        }
     }
 
     pub fn reconciling(reason: &str, message: impl Into<String>) -> Self {
-        Self::Reconciling { reason: reason.into(), message: message.into() }
+        Self::Reconciling {
+            reason: reason.into(),
+            message: message.into(),
+        }
     }
 
     pub fn stalled(reason: &str, message: impl Into<String>) -> Self {
-        Self::Stalled { reason: reason.into(), message: message.into() }
+        Self::Stalled {
+            reason: reason.into(),
+            message: message.into(),
+        }
     }
 
     /// The three kstatus conditions for this standing, merged into `previous` so that
     /// unchanged conditions keep their transition time. Other condition types in
     /// `previous` are kept as they are.
-    pub fn conditions(&self, previous: &[Condition], generation: Option<i64>, now: Timestamp) -> Vec<Condition> {
+    pub fn conditions(
+        &self,
+        previous: &[Condition],
+        generation: Option<i64>,
+        now: Timestamp,
+    ) -> Vec<Condition> {
         let (reason, message) = match self {
             Self::Ready { reason, message }
             | Self::Reconciling { reason, message }
@@ -44,8 +58,11 @@ impl Standing {
             (RECONCILING, matches!(self, Self::Reconciling { .. })),
             (STALLED, matches!(self, Self::Stalled { .. })),
         ];
-        let mut conditions: Vec<Condition> =
-            previous.iter().filter(|c| !states.iter().any(|(t, _)| *t == c.type_)).cloned().collect();
+        let mut conditions: Vec<Condition> = previous
+            .iter()
+            .filter(|c| !states.iter().any(|(t, _)| *t == c.type_))
+            .cloned()
+            .collect();
         for (type_, on) in states {
             let desired = condition(type_, on, reason, message, generation, now);
             conditions.push(keep_transition_time(desired, previous));
@@ -108,15 +125,37 @@ mod tests {
     fn a_stalled_object_is_neither_ready_nor_reconciling() {
         let standing = Standing::stalled("InvalidSchedule", "hour: 25 is out of range 0-23");
         let conditions = standing.conditions(&[], Some(3), at("2026-12-03T10:00:00Z"));
-        let status: Vec<_> = conditions.iter().map(|c| (c.type_.as_str(), c.status.as_str())).collect();
-        assert_eq!(status, [("Ready", "False"), ("Reconciling", "False"), ("Stalled", "True")]);
-        assert!(conditions.iter().all(|c| c.reason == "InvalidSchedule" && c.observed_generation == Some(3)));
+        let status: Vec<_> = conditions
+            .iter()
+            .map(|c| (c.type_.as_str(), c.status.as_str()))
+            .collect();
+        assert_eq!(
+            status,
+            [
+                ("Ready", "False"),
+                ("Reconciling", "False"),
+                ("Stalled", "True")
+            ]
+        );
+        assert!(
+            conditions
+                .iter()
+                .all(|c| c.reason == "InvalidSchedule" && c.observed_generation == Some(3))
+        );
     }
 
     #[test]
     fn an_unchanged_condition_keeps_its_transition_time() {
-        let first = Standing::ready("Idle", "next start 2026-12-08").conditions(&[], None, at("2026-12-03T10:00:00Z"));
-        let again = Standing::ready("Idle", "next start 2026-12-09").conditions(&first, None, at("2026-12-04T10:00:00Z"));
+        let first = Standing::ready("Idle", "next start 2026-12-08").conditions(
+            &[],
+            None,
+            at("2026-12-03T10:00:00Z"),
+        );
+        let again = Standing::ready("Idle", "next start 2026-12-09").conditions(
+            &first,
+            None,
+            at("2026-12-04T10:00:00Z"),
+        );
         let ready = again.iter().find(|c| c.type_ == "Ready").unwrap();
         assert_eq!(ready.last_transition_time, Time(at("2026-12-03T10:00:00Z")));
         assert_eq!(ready.message, "next start 2026-12-09");
@@ -125,8 +164,19 @@ mod tests {
     #[test]
     fn other_condition_types_are_kept() {
         let mut previous = Vec::new();
-        set_condition(&mut previous, condition("Retire", true, "EndOfLife", "", None, at("2026-12-01T00:00:00Z")));
-        let conditions = Standing::ready("Idle", "").conditions(&previous, None, at("2026-12-03T10:00:00Z"));
+        set_condition(
+            &mut previous,
+            condition(
+                "Retire",
+                true,
+                "EndOfLife",
+                "",
+                None,
+                at("2026-12-01T00:00:00Z"),
+            ),
+        );
+        let conditions =
+            Standing::ready("Idle", "").conditions(&previous, None, at("2026-12-03T10:00:00Z"));
         assert!(conditions.iter().any(|c| c.type_ == "Retire"));
     }
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::batch::v1::Job;
 use kube::Client;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 
@@ -44,12 +44,16 @@ pub struct Context {
     pub client: Client,
     pub settings: Arc<Settings>,
     pub stores: Stores,
-    pub reporter: Reporter,
+    /// One recorder for the whole operator, so that a repeated Event becomes a series
+    /// (`x3 over 2m`) rather than a new line each time.
+    pub recorder: Recorder,
 }
 
 impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Context").field("settings", &self.settings).finish_non_exhaustive()
+        f.debug_struct("Context")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
     }
 }
 
@@ -61,9 +65,8 @@ impl Context {
     /// Publishes an Event on `object`. An Event that cannot be written is logged, never
     /// fatal: Events tell the story, they do not drive it.
     pub async fn publish<K: Resource<DynamicType = ()>>(&self, object: &K, event: Event) {
-        let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
         let reference = object.object_ref(&());
-        if let Err(error) = recorder.publish(&event, &reference).await {
+        if let Err(error) = self.recorder.publish(&event, &reference).await {
             tracing::warn!(object = %object.name_any(), reason = %event.reason, error = %error, "event not written");
         }
     }
@@ -81,12 +84,24 @@ impl Context {
 
 /// A Normal Event.
 pub fn normal(reason: &str, action: &str, note: impl Into<String>) -> Event {
-    Event { type_: EventType::Normal, reason: reason.into(), note: Some(note.into()), action: action.into(), secondary: None }
+    Event {
+        type_: EventType::Normal,
+        reason: reason.into(),
+        note: Some(note.into()),
+        action: action.into(),
+        secondary: None,
+    }
 }
 
 /// A Warning Event.
 pub fn warning(reason: &str, action: &str, note: impl Into<String>) -> Event {
-    Event { type_: EventType::Warning, reason: reason.into(), note: Some(note.into()), action: action.into(), secondary: None }
+    Event {
+        type_: EventType::Warning,
+        reason: reason.into(),
+        note: Some(note.into()),
+        action: action.into(),
+        secondary: None,
+    }
 }
 
 fn clone_event(event: &Event) -> Event {

@@ -11,8 +11,8 @@ use serde_json::json;
 use super::conditions::Standing;
 use super::context::{Context, FIELD_MANAGER, normal, warning};
 use super::error::Error;
-use crate::api::exception::{ExceptionState, PatchExceptionStatus};
 use crate::api::PatchException;
+use crate::api::exception::{ExceptionState, PatchExceptionStatus};
 use crate::policy::exceptions::{covering, is_active};
 
 /// At most this many covered VMs are listed by name in status.
@@ -29,15 +29,27 @@ pub async fn reconcile(exception: Arc<PatchException>, ctx: Arc<Context>) -> Res
         .state()
         .into_iter()
         .filter(|vm| vm.namespace().as_deref() == Some(&namespace))
-        .filter(|vm| !covering([exception.as_ref()], &vm.name_any(), vm.labels(), now).active.is_empty())
+        .filter(|vm| {
+            !covering([exception.as_ref()], &vm.name_any(), vm.labels(), now)
+                .active
+                .is_empty()
+        })
         .map(|vm| vm.name_any())
         .collect();
     covered.sort();
     let previous = exception.status.clone().unwrap_or_default();
     let status = PatchExceptionStatus {
         observed_generation: exception.metadata.generation,
-        conditions: standing(&exception, active, covered.len()).conditions(&previous.conditions, exception.metadata.generation, now),
-        state: Some(if active { ExceptionState::Active } else { ExceptionState::Expired }),
+        conditions: standing(&exception, active, covered.len()).conditions(
+            &previous.conditions,
+            exception.metadata.generation,
+            now,
+        ),
+        state: Some(if active {
+            ExceptionState::Active
+        } else {
+            ExceptionState::Expired
+        }),
         covered_count: i32::try_from(covered.len()).unwrap_or(i32::MAX),
         covered_vms: covered.into_iter().take(LISTED).collect(),
     };
@@ -45,10 +57,19 @@ pub async fn reconcile(exception: Arc<PatchException>, ctx: Arc<Context>) -> Res
 
     let api: Api<PatchException> = Api::namespaced(ctx.client.clone(), &namespace);
     let body = json!({"apiVersion": PatchException::api_version(&()), "kind": PatchException::kind(&()), "status": status});
-    api.patch_status(&exception.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(body)).await?;
+    api.patch_status(
+        &exception.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(body),
+    )
+    .await?;
     Ok(if active {
         let left = exception.spec.expires.0.duration_since(now);
-        Action::requeue(ctx.clock().real_delay(left).max(std::time::Duration::from_millis(200)))
+        Action::requeue(
+            ctx.clock()
+                .real_delay(left)
+                .max(std::time::Duration::from_millis(200)),
+        )
     } else {
         Action::await_change()
     })
@@ -57,13 +78,27 @@ pub async fn reconcile(exception: Arc<PatchException>, ctx: Arc<Context>) -> Res
 fn standing(exception: &PatchException, active: bool, covered: usize) -> Standing {
     let expires = exception.spec.expires.0;
     if active {
-        Standing::ready("Active", format!("covers {covered} VMs until {expires}; owner {}", exception.spec.owner))
+        Standing::ready(
+            "Active",
+            format!(
+                "covers {covered} VMs until {expires}; owner {}",
+                exception.spec.owner
+            ),
+        )
     } else {
-        Standing::ready("Expired", format!("expired at {expires}; it no longer applies"))
+        Standing::ready(
+            "Expired",
+            format!("expired at {expires}; it no longer applies"),
+        )
     }
 }
 
-async fn announce(ctx: &Context, exception: &PatchException, previous: &PatchExceptionStatus, status: &PatchExceptionStatus) {
+async fn announce(
+    ctx: &Context,
+    exception: &PatchException,
+    previous: &PatchExceptionStatus,
+    status: &PatchExceptionStatus,
+) {
     let was_active = previous.state == Some(ExceptionState::Active);
     match status.state {
         Some(ExceptionState::Expired) if was_active || previous.state.is_none() => {
@@ -72,11 +107,16 @@ async fn announce(ctx: &Context, exception: &PatchException, previous: &PatchExc
                 exception.spec.expires.0, status.covered_count, exception.spec.owner
             );
             tracing::info!(exception = %exception.name_any(), "exception expired");
-            ctx.publish(exception, warning("Expired", "Expire", note)).await;
+            ctx.publish(exception, warning("Expired", "Expire", note))
+                .await;
         }
         Some(ExceptionState::Active) if previous.state.is_none() => {
-            let note = format!("covers {} VMs until {}", status.covered_count, exception.spec.expires.0);
-            ctx.publish(exception, normal("Active", "Expire", note)).await;
+            let note = format!(
+                "covers {} VMs until {}",
+                status.covered_count, exception.spec.expires.0
+            );
+            ctx.publish(exception, normal("Active", "Expire", note))
+                .await;
         }
         _ => {}
     }

@@ -30,7 +30,10 @@ pub enum Coverage {
     /// No window selects the VM: it is inventoried but never patched.
     Uncovered,
     /// One window, or several that agree on the baseline.
-    Covered { windows: Vec<String>, baseline: String },
+    Covered {
+        windows: Vec<String>,
+        baseline: String,
+    },
     /// Windows with different baselines select the VM: it is not patched until a person
     /// decides which baseline applies.
     Conflict { windows: Vec<String> },
@@ -38,16 +41,25 @@ pub enum Coverage {
 
 /// The windows in the VM's namespace whose selector matches the VM's labels.
 pub fn coverage(labels: &BTreeMap<String, String>, windows: &[Arc<MaintenanceWindow>]) -> Coverage {
-    let mut matching: Vec<&MaintenanceWindow> =
-        windows.iter().map(AsRef::as_ref).filter(|w| matches(&w.spec.selector, labels)).collect();
+    let mut matching: Vec<&MaintenanceWindow> = windows
+        .iter()
+        .map(AsRef::as_ref)
+        .filter(|w| matches(&w.spec.selector, labels))
+        .collect();
     matching.sort_by_key(|w| w.name_any());
     let names: Vec<String> = matching.iter().map(|w| w.name_any()).collect();
     let Some(first) = matching.first() else {
         return Coverage::Uncovered;
     };
     let baseline = &first.spec.baseline_ref.name;
-    if matching.iter().all(|w| &w.spec.baseline_ref.name == baseline) {
-        Coverage::Covered { windows: names, baseline: baseline.clone() }
+    if matching
+        .iter()
+        .all(|w| &w.spec.baseline_ref.name == baseline)
+    {
+        Coverage::Covered {
+            windows: names,
+            baseline: baseline.clone(),
+        }
     } else {
         Coverage::Conflict { windows: names }
     }
@@ -88,11 +100,15 @@ pub fn observe(
     };
     let os = guest_os(vmi).or_else(|| previous.and_then(|s| s.os.clone()));
     let (window, baseline) = match coverage {
-        Coverage::Covered { windows, baseline } => (Some(windows.join(",")), Some(baseline.clone())),
+        Coverage::Covered { windows, baseline } => {
+            (Some(windows.join(",")), Some(baseline.clone()))
+        }
         Coverage::Uncovered | Coverage::Conflict { .. } => (None, None),
     };
     let standing = standing(coverage);
-    let previous_conditions = previous.map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let previous_conditions = previous
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
     ManagedVMStatus {
         observed_generation: vm_generation(previous),
         conditions: standing.conditions(previous_conditions, Some(1), now),
@@ -124,9 +140,15 @@ fn standing(coverage: &Coverage) -> Standing {
     match coverage {
         Coverage::Covered { windows, baseline } => Standing::ready(
             "Covered",
-            format!("patched by window {} against baseline {baseline}", windows.join(", ")),
+            format!(
+                "patched by window {} against baseline {baseline}",
+                windows.join(", ")
+            ),
         ),
-        Coverage::Uncovered => Standing::ready("NotCovered", "no MaintenanceWindow selects this VM; it is never patched"),
+        Coverage::Uncovered => Standing::ready(
+            "NotCovered",
+            "no MaintenanceWindow selects this VM; it is never patched",
+        ),
         Coverage::Conflict { windows } => Standing::stalled(
             "WindowConflict",
             format!(
@@ -141,14 +163,31 @@ fn standing(coverage: &Coverage) -> Standing {
 pub async fn reconcile(vm: Arc<VirtualMachine>, ctx: Arc<Context>) -> Result<Action, Error> {
     let namespace = vm.namespace().ok_or(Error::MissingNamespace)?;
     let name = vm.name_any();
-    let vmi = ctx.stores.vmis.get(&ObjectRef::new(&name).within(&namespace));
-    let windows: Vec<_> =
-        ctx.stores.windows.state().into_iter().filter(|w| w.namespace().as_deref() == Some(&namespace)).collect();
-    let previous = ctx.stores.managed_vms.get(&ObjectRef::new(&name).within(&namespace));
+    let vmi = ctx
+        .stores
+        .vmis
+        .get(&ObjectRef::new(&name).within(&namespace));
+    let windows: Vec<_> = ctx
+        .stores
+        .windows
+        .state()
+        .into_iter()
+        .filter(|w| w.namespace().as_deref() == Some(&namespace))
+        .collect();
+    let previous = ctx
+        .stores
+        .managed_vms
+        .get(&ObjectRef::new(&name).within(&namespace));
     let now = ctx.clock().now();
 
     let coverage = coverage(vm.labels(), &windows);
-    let status = observe(&vm, vmi.as_deref(), &coverage, previous.as_ref().and_then(|m| m.status.as_ref()), now);
+    let status = observe(
+        &vm,
+        vmi.as_deref(),
+        &coverage,
+        previous.as_ref().and_then(|m| m.status.as_ref()),
+        now,
+    );
 
     let api: Api<ManagedVM> = Api::namespaced(ctx.client.clone(), &namespace);
     if previous.is_none() {
@@ -168,11 +207,20 @@ async fn create_managed_vm(api: &Api<ManagedVM>, vm: &VirtualMachine) -> Result<
         "metadata": {"name": vm.name_any(), "ownerReferences": [owner]},
         "spec": {"virtualMachineName": vm.name_any()},
     });
-    api.patch(&vm.name_any(), &PatchParams::apply(FIELD_MANAGER), &Patch::Apply(body)).await?;
+    api.patch(
+        &vm.name_any(),
+        &PatchParams::apply(FIELD_MANAGER),
+        &Patch::Apply(body),
+    )
+    .await?;
     Ok(())
 }
 
-async fn apply_status(api: &Api<ManagedVM>, name: &str, status: &ManagedVMStatus) -> Result<ManagedVM, Error> {
+async fn apply_status(
+    api: &Api<ManagedVM>,
+    name: &str,
+    status: &ManagedVMStatus,
+) -> Result<ManagedVM, Error> {
     let body = json!({
         "apiVersion": ManagedVM::api_version(&()),
         "kind": ManagedVM::kind(&()),
@@ -188,8 +236,11 @@ pub const INVENTORY_MANAGER: &str = "patchkeeper-inventory";
 
 fn inventory_fields(status: &ManagedVMStatus) -> serde_json::Value {
     // Only the kstatus conditions are the inventory's; others (Retire) have their own owner.
-    let own: Vec<&Condition> =
-        status.conditions.iter().filter(|c| [READY, RECONCILING, STALLED].contains(&c.type_.as_str())).collect();
+    let own: Vec<&Condition> = status
+        .conditions
+        .iter()
+        .filter(|c| [READY, RECONCILING, STALLED].contains(&c.type_.as_str()))
+        .collect();
     json!({
         "observedGeneration": status.observed_generation,
         "conditions": own,
@@ -200,17 +251,30 @@ fn inventory_fields(status: &ManagedVMStatus) -> serde_json::Value {
     })
 }
 
-async fn announce_changes(ctx: &Context, managed: &ManagedVM, previous: Option<&ManagedVM>, status: &ManagedVMStatus) {
+async fn announce_changes(
+    ctx: &Context,
+    managed: &ManagedVM,
+    previous: Option<&ManagedVM>,
+    status: &ManagedVMStatus,
+) {
     let before = previous.and_then(|m| m.status.as_ref());
     let reason_of = |conditions: &[Condition]| {
-        conditions.iter().find(|c| c.type_ == "Ready" || c.type_ == "Stalled" && c.status == "True").map(|c| c.reason.clone())
+        conditions
+            .iter()
+            .find(|c| c.type_ == "Ready" || c.type_ == "Stalled" && c.status == "True")
+            .map(|c| c.reason.clone())
     };
     let old = before.and_then(|s| reason_of(&s.conditions));
     let new = reason_of(&status.conditions);
     if old == new && before.map(|s| &s.window) == Some(&status.window) {
         return;
     }
-    let message = status.conditions.iter().find(|c| c.type_ == "Ready").map(|c| c.message.clone()).unwrap_or_default();
+    let message = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
     let event = match new.as_deref() {
         Some("WindowConflict") => warning("WindowConflict", "Inventory", stalled_message(status)),
         Some("NotCovered") => normal("NotCovered", "Inventory", message),
@@ -220,5 +284,10 @@ async fn announce_changes(ctx: &Context, managed: &ManagedVM, previous: Option<&
 }
 
 fn stalled_message(status: &ManagedVMStatus) -> String {
-    status.conditions.iter().find(|c| c.type_ == "Stalled").map(|c| c.message.clone()).unwrap_or_default()
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Stalled")
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
 }

@@ -82,12 +82,18 @@ pub fn job_name(vm: &str, run: &str, step: Step) -> String {
     }
     // Long VM names are cut and made unique again by a hash of the whole name.
     let hash = format!("{:08x}", fnv1a(vm.as_bytes()));
-    let keep = vm.char_indices().take_while(|(i, _)| *i < room - 9).map(|(_, c)| c).collect::<String>();
+    let keep = vm
+        .char_indices()
+        .take_while(|(i, _)| *i < room - 9)
+        .map(|(_, c)| c)
+        .collect::<String>();
     format!("{}-{hash}{suffix}", keep.trim_end_matches('-'))
 }
 
 fn fnv1a(bytes: &[u8]) -> u32 {
-    bytes.iter().fold(0x811c_9dc5, |hash, byte| (hash ^ u32::from(*byte)).wrapping_mul(0x0100_0193))
+    bytes.iter().fold(0x811c_9dc5, |hash, byte| {
+        (hash ^ u32::from(*byte)).wrapping_mul(0x0100_0193)
+    })
 }
 
 /// Builds the Job.
@@ -116,7 +122,10 @@ pub fn build(request: &JobRequest<'_>) -> Job {
             active_deadline_seconds: Some(deadline),
             ttl_seconds_after_finished: Some(7 * 24 * 3600),
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(labels), ..ObjectMeta::default() }),
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..ObjectMeta::default()
+                }),
                 spec: Some(pod_spec(request)),
             },
             ..JobSpec::default()
@@ -136,7 +145,10 @@ fn pod_spec(request: &JobRequest<'_>) -> PodSpec {
             run_as_user: Some(RUNNER_UID),
             run_as_group: Some(RUNNER_UID),
             fs_group: Some(RUNNER_UID),
-            seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..SeccompProfile::default() }),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..SeccompProfile::default()
+            }),
             ..PodSecurityContext::default()
         }),
         containers: vec![runner_container(request)],
@@ -157,7 +169,12 @@ fn runner_container(request: &JobRequest<'_>) -> Container {
     let executor = request.executor;
     Container {
         name: "runner".into(),
-        image: Some(executor.image.clone().unwrap_or_else(|| request.default_image.to_string())),
+        image: Some(
+            executor
+                .image
+                .clone()
+                .unwrap_or_else(|| request.default_image.to_string()),
+        ),
         args: Some(vec!["runner".into()]),
         env: Some(runner_env(request)),
         resources: executor.resources.clone(),
@@ -172,7 +189,10 @@ fn runner_container(request: &JobRequest<'_>) -> Container {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
             run_as_non_root: Some(true),
-            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Capabilities::default() }),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Capabilities::default()
+            }),
             ..SecurityContext::default()
         }),
         ..Container::default()
@@ -191,11 +211,17 @@ fn runner_env(request: &JobRequest<'_>) -> Vec<EnvVar> {
         ("PATCHKEEPER_HOST", request.host.to_string()),
         ("PATCHKEEPER_PORT", executor.ssh_port.to_string()),
         ("PATCHKEEPER_USER", executor.ssh_user.clone()),
-        ("PATCHKEEPER_PRIVATE_KEY", format!("{SSH_DIR}/ssh-privatekey")),
+        (
+            "PATCHKEEPER_PRIVATE_KEY",
+            format!("{SSH_DIR}/ssh-privatekey"),
+        ),
         ("PATCHKEEPER_KNOWN_HOSTS", format!("{SSH_DIR}/known_hosts")),
         ("PATCHKEEPER_MODE", request.step.as_str().to_string()),
         ("PATCHKEEPER_REBOOT", reboot.to_string()),
-        ("PATCHKEEPER_CONNECT_TIMEOUT", timeouts.ssh_ready.to_string()),
+        (
+            "PATCHKEEPER_CONNECT_TIMEOUT",
+            timeouts.ssh_ready.to_string(),
+        ),
         ("PATCHKEEPER_SCAN_TIMEOUT", timeouts.scan.to_string()),
         ("PATCHKEEPER_INSTALL_TIMEOUT", timeouts.install.to_string()),
         ("PATCHKEEPER_REBOOT_TIMEOUT", timeouts.reboot.to_string()),
@@ -204,7 +230,11 @@ fn runner_env(request: &JobRequest<'_>) -> Vec<EnvVar> {
         env.push(("PATCHKEEPER_PACKAGES", request.packages.join(",")));
     }
     env.into_iter()
-        .map(|(name, value)| EnvVar { name: name.into(), value: Some(value), value_from: None })
+        .map(|(name, value)| EnvVar {
+            name: name.into(),
+            value: Some(value),
+            value_from: None,
+        })
         .collect()
 }
 
@@ -216,7 +246,9 @@ mod tests {
 
     fn executor() -> Executor {
         Executor {
-            ssh_secret_ref: LocalRef { name: "patchkeeper-ssh".into() },
+            ssh_secret_ref: LocalRef {
+                name: "patchkeeper-ssh".into(),
+            },
             ssh_user: "root".into(),
             ssh_port: 22,
             image: None,
@@ -244,8 +276,14 @@ mod tests {
 
     #[test]
     fn the_same_vm_run_and_step_always_get_the_same_name() {
-        assert_eq!(job_name("web-1", "20261208t2200z", Step::Scan), "web-1-20261208t2200z-scan");
-        assert_eq!(job_name("web-1", "20261208t2200z", Step::Scan), job_name("web-1", "20261208t2200z", Step::Scan));
+        assert_eq!(
+            job_name("web-1", "20261208t2200z", Step::Scan),
+            "web-1-20261208t2200z-scan"
+        );
+        assert_eq!(
+            job_name("web-1", "20261208t2200z", Step::Scan),
+            job_name("web-1", "20261208t2200z", Step::Scan)
+        );
     }
 
     #[test]
@@ -265,7 +303,10 @@ mod tests {
         let pod = job.spec.unwrap().template.spec.unwrap();
         let pod_security = pod.security_context.unwrap();
         assert_eq!(pod_security.run_as_non_root, Some(true));
-        assert_eq!(pod_security.seccomp_profile.unwrap().type_, "RuntimeDefault");
+        assert_eq!(
+            pod_security.seccomp_profile.unwrap().type_,
+            "RuntimeDefault"
+        );
         let container = pod.containers[0].security_context.clone().unwrap();
         assert_eq!(container.allow_privilege_escalation, Some(false));
         assert_eq!(container.capabilities.unwrap().drop.unwrap(), ["ALL"]);
@@ -276,9 +317,18 @@ mod tests {
         let executor = executor();
         let packages = vec!["openssl=3.0.15-1".to_string(), "curl=7.88.1-10".to_string()];
         let job = build(&request(&executor, &packages));
-        let env = job.spec.unwrap().template.spec.unwrap().containers[0].env.clone().unwrap();
-        let packages = env.iter().find(|e| e.name == "PATCHKEEPER_PACKAGES").unwrap();
-        assert_eq!(packages.value.as_deref(), Some("openssl=3.0.15-1,curl=7.88.1-10"));
+        let env = job.spec.unwrap().template.spec.unwrap().containers[0]
+            .env
+            .clone()
+            .unwrap();
+        let packages = env
+            .iter()
+            .find(|e| e.name == "PATCHKEEPER_PACKAGES")
+            .unwrap();
+        assert_eq!(
+            packages.value.as_deref(),
+            Some("openssl=3.0.15-1,curl=7.88.1-10")
+        );
     }
 
     #[test]
@@ -287,8 +337,21 @@ mod tests {
         let job = build(&request(&executor, &[]));
         let pod = job.spec.unwrap().template.spec.unwrap();
         let volume = &pod.volumes.unwrap()[0];
-        assert_eq!(volume.secret.as_ref().unwrap().secret_name.as_deref(), Some("patchkeeper-ssh"));
-        assert_eq!(pod.containers[0].volume_mounts.as_ref().unwrap()[0].read_only, Some(true));
-        assert!(pod.containers[0].env.as_ref().unwrap().iter().all(|e| e.value_from.is_none()));
+        assert_eq!(
+            volume.secret.as_ref().unwrap().secret_name.as_deref(),
+            Some("patchkeeper-ssh")
+        );
+        assert_eq!(
+            pod.containers[0].volume_mounts.as_ref().unwrap()[0].read_only,
+            Some(true)
+        );
+        assert!(
+            pod.containers[0]
+                .env
+                .as_ref()
+                .unwrap()
+                .iter()
+                .all(|e| e.value_from.is_none())
+        );
     }
 }

@@ -27,7 +27,10 @@ pub fn exempts_from_patching(
             (None, Some(selector)) => matches(selector, labels),
             (None, None) => false,
         };
-        covers && now < spec.expires.0 && spec.packages.is_empty() && spec.retirement_reasons.is_empty()
+        covers
+            && now < spec.expires.0
+            && spec.packages.is_empty()
+            && spec.retirement_reasons.is_empty()
     })
 }
 
@@ -74,8 +77,9 @@ pub struct Member {
 
 /// The VMs the window selects, their waves, and who is skipped.
 pub fn membership(spec: &MaintenanceWindowSpec, candidates: &[Candidate<'_>]) -> Membership {
-    let mut selected: Vec<usize> =
-        (0..candidates.len()).filter(|&i| matches(&spec.selector, candidates[i].labels)).collect();
+    let mut selected: Vec<usize> = (0..candidates.len())
+        .filter(|&i| matches(&spec.selector, candidates[i].labels))
+        .collect();
     selected.sort_by_key(|&i| candidates[i].name);
 
     let (waves, assignment) = assign_waves(&spec.rollout.waves, candidates, &selected);
@@ -93,7 +97,11 @@ pub fn membership(spec: &MaintenanceWindowSpec, candidates: &[Candidate<'_>]) ->
 
 /// Each VM goes to the first declared wave that takes it: by selector, or by size in name
 /// order from those no earlier wave took. The rest form the `remainder` wave.
-fn assign_waves(declared: &[Wave], candidates: &[Candidate<'_>], selected: &[usize]) -> (Vec<WavePlan>, Vec<u32>) {
+fn assign_waves(
+    declared: &[Wave],
+    candidates: &[Candidate<'_>],
+    selected: &[usize],
+) -> (Vec<WavePlan>, Vec<u32>) {
     let mut assignment: Vec<Option<u32>> = vec![None; selected.len()];
     let mut waves = Vec::new();
     for wave in declared {
@@ -110,18 +118,36 @@ fn assign_waves(declared: &[Wave], candidates: &[Candidate<'_>], selected: &[usi
                 room = room.map(|left| left - 1);
             }
         }
-        let soak = wave.soak.as_ref().and_then(|s| parse_duration(s.as_str()).ok());
-        waves.push(WavePlan { name: wave.name.clone(), soak });
+        let soak = wave
+            .soak
+            .as_ref()
+            .and_then(|s| parse_duration(s.as_str()).ok());
+        waves.push(WavePlan {
+            name: wave.name.clone(),
+            soak,
+        });
     }
     let remainder = waves.len() as u32;
     if assignment.iter().any(Option::is_none) || waves.is_empty() {
-        waves.push(WavePlan { name: REMAINDER.into(), soak: None });
+        waves.push(WavePlan {
+            name: REMAINDER.into(),
+            soak: None,
+        });
     }
-    (waves, assignment.into_iter().map(|slot| slot.unwrap_or(remainder)).collect())
+    (
+        waves,
+        assignment
+            .into_iter()
+            .map(|slot| slot.unwrap_or(remainder))
+            .collect(),
+    )
 }
 
 fn skip_reason(candidate: &Candidate<'_>, wake: bool) -> Option<SkipReason> {
-    let retire = candidate.status.and_then(|s| s.verdict.as_ref()).is_some_and(|v| v.decision == Decision::Retire);
+    let retire = candidate
+        .status
+        .and_then(|s| s.verdict.as_ref())
+        .is_some_and(|v| v.decision == Decision::Retire);
     if retire {
         Some(SkipReason::Retire)
     } else if candidate.conflict {
@@ -142,7 +168,10 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn spec(waves: Vec<Wave>) -> MaintenanceWindowSpec {
@@ -156,41 +185,91 @@ mod tests {
     }
 
     fn candidate<'a>(name: &'a str, labels: &'a BTreeMap<String, String>) -> Candidate<'a> {
-        Candidate { name, labels, status: None, dormant: false, conflict: false, excepted: false }
+        Candidate {
+            name,
+            labels,
+            status: None,
+            dormant: false,
+            conflict: false,
+            excepted: false,
+        }
     }
 
     #[test]
     fn only_selected_vms_take_part_in_name_order() {
         let dev = labels(&[("env", "dev")]);
         let prod = labels(&[("env", "prod")]);
-        let candidates = [candidate("b", &dev), candidate("c", &prod), candidate("a", &dev)];
+        let candidates = [
+            candidate("b", &dev),
+            candidate("c", &prod),
+            candidate("a", &dev),
+        ];
         let membership = membership(&spec(vec![]), &candidates);
-        let names: Vec<_> = membership.members.iter().map(|m| candidates[m.candidate].name).collect();
+        let names: Vec<_> = membership
+            .members
+            .iter()
+            .map(|m| candidates[m.candidate].name)
+            .collect();
         assert_eq!(names, ["a", "b"]);
-        assert_eq!(membership.waves, [WavePlan { name: "remainder".into(), soak: None }]);
+        assert_eq!(
+            membership.waves,
+            [WavePlan {
+                name: "remainder".into(),
+                soak: None
+            }]
+        );
     }
 
     #[test]
     fn a_canary_wave_takes_its_vms_by_label_and_the_rest_follow() {
         let canary = labels(&[("env", "dev"), ("wave", "canary")]);
         let plain = labels(&[("env", "dev")]);
-        let selector = LabelSelector { match_labels: Some(labels(&[("wave", "canary")])), ..LabelSelector::default() };
-        let waves = vec![Wave { name: "canary".into(), selector: Some(selector), size: None, soak: Some(Duration::new("1h")) }];
-        let candidates = [candidate("a", &plain), candidate("b", &canary), candidate("c", &plain)];
+        let selector = LabelSelector {
+            match_labels: Some(labels(&[("wave", "canary")])),
+            ..LabelSelector::default()
+        };
+        let waves = vec![Wave {
+            name: "canary".into(),
+            selector: Some(selector),
+            size: None,
+            soak: Some(Duration::new("1h")),
+        }];
+        let candidates = [
+            candidate("a", &plain),
+            candidate("b", &canary),
+            candidate("c", &plain),
+        ];
         let membership = membership(&spec(waves), &candidates);
         let assigned: Vec<_> = membership.members.iter().map(|m| m.wave).collect();
         assert_eq!(assigned, [1, 0, 1]);
-        assert_eq!(membership.waves[0].soak, Some(SignedDuration::from_hours(1)));
+        assert_eq!(
+            membership.waves[0].soak,
+            Some(SignedDuration::from_hours(1))
+        );
         assert_eq!(membership.waves[1].name, "remainder");
     }
 
     #[test]
     fn a_sized_wave_takes_vms_in_name_order() {
         let dev = labels(&[("env", "dev")]);
-        let waves = vec![Wave { name: "first".into(), selector: None, size: Some(CountOrPercent::Percent("50%".into())), soak: None }];
-        let candidates = [candidate("d", &dev), candidate("c", &dev), candidate("b", &dev), candidate("a", &dev)];
+        let waves = vec![Wave {
+            name: "first".into(),
+            selector: None,
+            size: Some(CountOrPercent::Percent("50%".into())),
+            soak: None,
+        }];
+        let candidates = [
+            candidate("d", &dev),
+            candidate("c", &dev),
+            candidate("b", &dev),
+            candidate("a", &dev),
+        ];
         let membership = membership(&spec(waves), &candidates);
-        let by_name: Vec<_> = membership.members.iter().map(|m| (candidates[m.candidate].name, m.wave)).collect();
+        let by_name: Vec<_> = membership
+            .members
+            .iter()
+            .map(|m| (candidates[m.candidate].name, m.wave))
+            .collect();
         assert_eq!(by_name, [("a", 0), ("b", 0), ("c", 1), ("d", 1)]);
     }
 
@@ -200,12 +279,33 @@ mod tests {
         let mut spec = spec(vec![]);
         spec.dormant.wake = false;
         let candidates = [
-            Candidate { conflict: true, ..candidate("a", &dev) },
-            Candidate { excepted: true, ..candidate("b", &dev) },
-            Candidate { dormant: true, ..candidate("c", &dev) },
+            Candidate {
+                conflict: true,
+                ..candidate("a", &dev)
+            },
+            Candidate {
+                excepted: true,
+                ..candidate("b", &dev)
+            },
+            Candidate {
+                dormant: true,
+                ..candidate("c", &dev)
+            },
             candidate("d", &dev),
         ];
-        let skips: Vec<_> = membership(&spec, &candidates).members.iter().map(|m| m.skip).collect();
-        assert_eq!(skips, [Some(SkipReason::Conflict), Some(SkipReason::Exception), Some(SkipReason::Dormant), None]);
+        let skips: Vec<_> = membership(&spec, &candidates)
+            .members
+            .iter()
+            .map(|m| m.skip)
+            .collect();
+        assert_eq!(
+            skips,
+            [
+                Some(SkipReason::Conflict),
+                Some(SkipReason::Exception),
+                Some(SkipReason::Dormant),
+                None
+            ]
+        );
     }
 }

@@ -27,7 +27,7 @@ use futures::{Future, StreamExt, future::BoxFuture};
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::Reporter;
+use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
@@ -35,24 +35,30 @@ use kube::{Client, Resource, ResourceExt};
 pub use context::{FIELD_MANAGER, Settings};
 pub use error::Error;
 
+use crate::api::{MaintenanceWindow, ManagedVM, PatchBaseline, PatchException};
+use crate::kubevirt::{VirtualMachine, VirtualMachineInstance};
 use backoff::Backoff;
 use cache::Cache;
 use context::{Context, Stores};
-use crate::api::{MaintenanceWindow, ManagedVM, PatchBaseline, PatchException};
-use crate::kubevirt::{VirtualMachine, VirtualMachineInstance};
 
 /// How many objects of one kind are reconciled at the same time.
 const CONCURRENCY: u16 = 8;
 
 /// Runs the operator until `shutdown` completes.
-pub async fn run(client: Client, settings: Settings, shutdown: impl Future<Output = ()> + Send + 'static) {
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
     let scopes: Vec<Option<String>> = if settings.namespaces.is_empty() {
         vec![None]
     } else {
         settings.namespaces.iter().cloned().map(Some).collect()
     };
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown) as BoxFuture<'static, ()>);
-    let tasks = scopes.into_iter().map(|scope| run_scope(client.clone(), settings.clone(), scope, shutdown.clone()));
+    let tasks = scopes
+        .into_iter()
+        .map(|scope| run_scope(client.clone(), settings.clone(), scope, shutdown.clone()));
     futures::future::join_all(tasks).await;
 }
 
@@ -95,17 +101,27 @@ async fn run_scope(
         client: client.clone(),
         settings: Arc::new(settings),
         stores: stores.clone(),
-        reporter: Reporter { controller: "patchkeeper".into(), instance: std::env::var("POD_NAME").ok() },
+        recorder: Recorder::new(client.clone(), Reporter {
+            controller: "patchkeeper".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        }),
     });
     let backoff = Arc::new(Backoff::default());
 
     let inventory = Controller::for_stream(vms.subscribe(), stores.vms.clone())
-        .watches_stream(vmis.subscribe(), same_name::<VirtualMachineInstance, VirtualMachine>)
+        .watches_stream(
+            vmis.subscribe(),
+            same_name::<VirtualMachineInstance, VirtualMachine>,
+        )
         .watches_stream(managed.subscribe(), same_name::<ManagedVM, VirtualMachine>)
         .watches_stream(windows.subscribe(), every_vm_of(stores.vms.clone()))
         .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
         .graceful_shutdown_on(shutdown.clone())
-        .run(resetting(backoff.clone(), "inventory", inventory::reconcile), error_policy(backoff.clone(), "inventory"), ctx.clone())
+        .run(
+            resetting(backoff.clone(), "inventory", inventory::reconcile),
+            error_policy(backoff.clone(), "inventory"),
+            ctx.clone(),
+        )
         .for_each(|_| async {});
 
     let managed_by = format!("{}={}", job::MANAGED_BY.0, job::MANAGED_BY.1);
@@ -114,33 +130,64 @@ async fn run_scope(
         .watches_stream(vms.subscribe(), windows_of_vm(stores.windows.clone()))
         .watches_stream(vmis.subscribe(), windows_of_vm(stores.windows.clone()))
         .watches_stream(jobs.subscribe(), window_of_job)
-        .watches_stream(baselines.subscribe(), windows_of_baseline(stores.windows.clone()))
-        .watches_stream(exceptions.subscribe(), every_window_of(stores.windows.clone()))
+        .watches_stream(
+            baselines.subscribe(),
+            windows_of_baseline(stores.windows.clone()),
+        )
+        .watches_stream(
+            exceptions.subscribe(),
+            every_window_of(stores.windows.clone()),
+        )
         .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
         .graceful_shutdown_on(shutdown.clone())
-        .run(resetting(backoff.clone(), "window", window::reconcile), error_policy(backoff.clone(), "window"), ctx.clone())
+        .run(
+            resetting(backoff.clone(), "window", window::reconcile),
+            error_policy(backoff.clone(), "window"),
+            ctx.clone(),
+        )
         .for_each(|_| async {});
 
     let verdicts = Controller::for_stream(managed.subscribe(), stores.managed_vms.clone())
         .watches_stream(vms.subscribe(), same_name::<VirtualMachine, ManagedVM>)
-        .watches_stream(baselines.subscribe(), every_managed_vm_of(stores.managed_vms.clone()))
-        .watches_stream(exceptions.subscribe(), every_managed_vm_of(stores.managed_vms.clone()))
+        .watches_stream(
+            baselines.subscribe(),
+            every_managed_vm_of(stores.managed_vms.clone()),
+        )
+        .watches_stream(
+            exceptions.subscribe(),
+            every_managed_vm_of(stores.managed_vms.clone()),
+        )
         .watches_stream(jobs.subscribe(), managed_vm_of_job)
         .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
         .graceful_shutdown_on(shutdown.clone())
-        .run(resetting(backoff.clone(), "verdict", verdict::reconcile), error_policy(backoff.clone(), "verdict"), ctx.clone())
+        .run(
+            resetting(backoff.clone(), "verdict", verdict::reconcile),
+            error_policy(backoff.clone(), "verdict"),
+            ctx.clone(),
+        )
         .for_each(|_| async {});
 
     let exceptions_ctl = Controller::for_stream(exceptions.subscribe(), stores.exceptions.clone())
-        .watches_stream(vms.subscribe(), every_exception_of(stores.exceptions.clone()))
+        .watches_stream(
+            vms.subscribe(),
+            every_exception_of(stores.exceptions.clone()),
+        )
         .graceful_shutdown_on(shutdown.clone())
-        .run(resetting(backoff.clone(), "exception", exception::reconcile), error_policy(backoff.clone(), "exception"), ctx.clone())
+        .run(
+            resetting(backoff.clone(), "exception", exception::reconcile),
+            error_policy(backoff.clone(), "exception"),
+            ctx.clone(),
+        )
         .for_each(|_| async {});
 
     let baselines_ctl = Controller::for_stream(baselines.subscribe(), stores.baselines.clone())
         .watches_stream(windows.subscribe(), baseline_of_window)
         .graceful_shutdown_on(shutdown.clone())
-        .run(resetting(backoff.clone(), "baseline", baseline::reconcile), error_policy(backoff.clone(), "baseline"), ctx.clone())
+        .run(
+            resetting(backoff.clone(), "baseline", baseline::reconcile),
+            error_policy(backoff.clone(), "baseline"),
+            ctx.clone(),
+        )
         .for_each(|_| async {});
 
     let plain = watcher::Config::default();
@@ -151,7 +198,10 @@ async fn run_scope(
         Box::pin(baselines.watch(api(&client, ns), plain.clone())),
         Box::pin(exceptions.watch(api(&client, ns), plain.clone())),
         Box::pin(managed.watch(api(&client, ns), plain.clone())),
-        Box::pin(jobs.watch(api(&client, ns), watcher::Config::default().labels(&managed_by))),
+        Box::pin(jobs.watch(
+            api(&client, ns),
+            watcher::Config::default().labels(&managed_by),
+        )),
     ]);
     tracing::info!(namespace = ns.unwrap_or("<all>"), "watching");
     tokio::select! {
@@ -173,7 +223,11 @@ where
 {
     move |object, ctx| {
         let backoff = backoff.clone();
-        let key = format!("{controller}:{}/{}", object.namespace().unwrap_or_default(), object.name_any());
+        let key = format!(
+            "{controller}:{}/{}",
+            object.namespace().unwrap_or_default(),
+            object.name_any()
+        );
         Box::pin(async move {
             let result = reconcile(object, ctx).await;
             if result.is_ok() {
@@ -184,12 +238,19 @@ where
     }
 }
 
-fn error_policy<K>(backoff: Arc<Backoff>, controller: &'static str) -> impl Fn(Arc<K>, &Error, Arc<Context>) -> Action
+fn error_policy<K>(
+    backoff: Arc<Backoff>,
+    controller: &'static str,
+) -> impl Fn(Arc<K>, &Error, Arc<Context>) -> Action
 where
     K: Resource + ResourceExt,
 {
     move |object, error, _ctx| {
-        let key = format!("{}/{}", object.namespace().unwrap_or_default(), object.name_any());
+        let key = format!(
+            "{}/{}",
+            object.namespace().unwrap_or_default(),
+            object.name_any()
+        );
         let wait = backoff.failed(&format!("{controller}:{key}"));
         tracing::warn!(controller, object = %key, error = %error, category = error.category(), retry_in = ?wait, "reconcile failed");
         Action::requeue(wait)
@@ -197,12 +258,16 @@ where
 }
 
 /// Maps an object to the object of another kind with the same name and namespace.
-fn same_name<From: Resource + ResourceExt, To: Resource<DynamicType = ()>>(object: From) -> Option<ObjectRef<To>> {
+fn same_name<From: Resource + ResourceExt, To: Resource<DynamicType = ()>>(
+    object: From,
+) -> Option<ObjectRef<To>> {
     Some(ObjectRef::new(&object.name_any()).within(&object.namespace()?))
 }
 
 /// Maps a window change to every VM of its namespace: coverage may have changed for any.
-fn every_vm_of(vms: kube::runtime::reflector::Store<VirtualMachine>) -> impl Fn(MaintenanceWindow) -> Vec<ObjectRef<VirtualMachine>> {
+fn every_vm_of(
+    vms: kube::runtime::reflector::Store<VirtualMachine>,
+) -> impl Fn(MaintenanceWindow) -> Vec<ObjectRef<VirtualMachine>> {
     move |window| {
         let namespace = window.namespace();
         vms.state()
@@ -297,7 +362,9 @@ fn windows_of_baseline(
         windows
             .state()
             .iter()
-            .filter(|w| w.namespace() == namespace && w.spec.baseline_ref.name == baseline.name_any())
+            .filter(|w| {
+                w.namespace() == namespace && w.spec.baseline_ref.name == baseline.name_any()
+            })
             .map(|w| ObjectRef::from_obj(w.as_ref()))
             .collect()
     }

@@ -14,16 +14,21 @@ use super::conditions::Standing;
 use super::context::{Context, normal, warning};
 use super::error::Error;
 use super::inventory::{Coverage, coverage};
+use super::members::exempts_from_patching;
 use super::members::{Candidate, Membership, membership};
 use super::vm_run::{self, RunScope, VmView};
 use crate::api::managed_vm::{PatchOutcome, PatchPhase, PatchProgress};
 use crate::api::window::{MaintenanceWindowStatus, RunCounts, RunResult, WindowPhase, WindowRun};
 use crate::api::{MaintenanceWindow, PatchBaseline};
 use crate::planner::{
-    self, Action, HaltReason, Limits, Outcome, Plan, Power, Progress, RunInput, Stage, StageCounts, Vm, Wave,
+    self, Action, HaltReason, Limits, Outcome, Plan, Power, Progress, RunInput, Stage, StageCounts,
+    Vm, Wave,
 };
-use super::members::exempts_from_patching;
 use crate::schedule::{Occurrence, WindowTiming};
+use futures::FutureExt;
+use kube::runtime::reflector::Store;
+use crate::policy::selector::matches;
+use std::hash::Hash;
 
 /// While VMs are in flight, look again at least this often (in clock time), to catch
 /// boot timeouts and Jobs that end without an event reaching the operator.
@@ -49,20 +54,41 @@ pub async fn step(
     let previous = window.status.clone().unwrap_or_default();
     if let Some(done) = previous.last_run.as_ref().filter(|r| r.id == run) {
         // This opening's run is over; the window stays open but starts nothing more.
-        return Ok((finished_status(window, &previous, done, timing, now), next_start(timing, now)));
+        return Ok((
+            finished_status(window, &previous, done, timing, now),
+            next_start(timing, now),
+        ));
     }
-    let scope = RunScope { window, baseline, run: &run, now, ends: occurrence.closes.timestamp() };
+    let scope = RunScope {
+        window,
+        baseline,
+        run: &run,
+        now,
+        ends: occurrence.closes.timestamp(),
+    };
+    if !caches_listed(ctx) || (timing.is_some() && !inventory_caught_up(ctx, window)) {
+        // A step decided on a partial view could end the run at once, leaving woken VMs
+        // awake, or promote a wave whose VMs are not inventoried yet. Look again shortly.
+        tracing::debug!(window = %window.name_any(), "waiting for the caches and the inventory");
+        return Ok((previous, Some(now)));
+    }
     let mut views = member_views(ctx, window);
     let (members, dormant) = {
         let candidates = candidates(ctx, window, &views, now);
         let members = membership(&window.spec, &candidates);
-        let dormant: Vec<bool> = members.members.iter().map(|m| candidates[m.candidate].dormant).collect();
+        let dormant: Vec<bool> = members
+            .members
+            .iter()
+            .map(|m| candidates[m.candidate].dormant)
+            .collect();
         (members, dormant)
     };
 
     let progress = observe_members(ctx, &scope, &mut views, &members).await?;
     let current = previous.current_run.as_ref().filter(|r| r.id == run);
-    let plan = decide(window, occurrence, &members, &progress, &dormant, current, now);
+    let plan = decide(
+        window, occurrence, &members, &progress, &dormant, current, now,
+    );
     apply(ctx, &scope, &mut views, &members, &plan).await;
 
     let status = run_status(window, &previous, occurrence, &members, &plan, &run, now);
@@ -81,8 +107,14 @@ fn member_views(ctx: &Context, window: &MaintenanceWindow) -> Vec<VmView> {
         .filter(|vm| vm.namespace().as_deref() == Some(&namespace))
         .filter_map(|vm| {
             let name = vm.name_any();
-            let managed = ctx.stores.managed_vms.get(&ObjectRef::new(&name).within(&namespace))?;
-            let vmi = ctx.stores.vmis.get(&ObjectRef::new(&name).within(&namespace));
+            let managed = ctx
+                .stores
+                .managed_vms
+                .get(&ObjectRef::new(&name).within(&namespace))?;
+            let vmi = ctx
+                .stores
+                .vmis
+                .get(&ObjectRef::new(&name).within(&namespace));
             Some(VmView::new(vm, vmi, managed))
         })
         .collect();
@@ -90,12 +122,64 @@ fn member_views(ctx: &Context, window: &MaintenanceWindow) -> Vec<VmView> {
     views
 }
 
-fn candidates<'a>(ctx: &Context, window: &MaintenanceWindow, views: &'a [VmView], now: Timestamp) -> Vec<Candidate<'a>> {
+/// Whether every cache a step reads has had its first list: before it, a missing VM or
+/// ManagedVM only means "not listed yet".
+fn caches_listed(ctx: &Context) -> bool {
+    let stores = &ctx.stores;
+    listed(&stores.vms)
+        && listed(&stores.vmis)
+        && listed(&stores.managed_vms)
+        && listed(&stores.jobs)
+        && listed(&stores.windows)
+        && listed(&stores.exceptions)
+}
+
+fn listed<K>(store: &Store<K>) -> bool
+where
+    K: kube::runtime::reflector::Lookup + Clone + 'static,
+    K::DynamicType: Eq + Hash + Clone,
+{
+    store.wait_until_ready().now_or_never().is_some_and(|ready| ready.is_ok())
+}
+
+/// Whether every VM the window selects has its ManagedVM with the power state observed, so
+/// that the run knows each one's wave and whether it is dormant. Only starting VMs needs
+/// this: putting woken VMs back never waits for it.
+fn inventory_caught_up(ctx: &Context, window: &MaintenanceWindow) -> bool {
     let namespace = window.namespace().unwrap_or_default();
-    let windows: Vec<Arc<MaintenanceWindow>> =
-        ctx.stores.windows.state().into_iter().filter(|w| w.namespace().as_deref() == Some(&namespace)).collect();
-    let exceptions: Vec<_> =
-        ctx.stores.exceptions.state().into_iter().filter(|e| e.namespace().as_deref() == Some(&namespace)).collect();
+    let vms = ctx.stores.vms.state();
+    let mut selected = vms
+        .iter()
+        .filter(|vm| vm.namespace().as_deref() == Some(&namespace))
+        .filter(|vm| vm.metadata.deletion_timestamp.is_none())
+        .filter(|vm| matches(&window.spec.selector, vm.labels()));
+    selected.all(|vm| {
+        let managed = ctx.stores.managed_vms.get(&ObjectRef::new(&vm.name_any()).within(&namespace));
+        managed.and_then(|m| m.status.clone()).is_some_and(|s| s.power.is_some())
+    })
+}
+
+fn candidates<'a>(
+    ctx: &Context,
+    window: &MaintenanceWindow,
+    views: &'a [VmView],
+    now: Timestamp,
+) -> Vec<Candidate<'a>> {
+    let namespace = window.namespace().unwrap_or_default();
+    let windows: Vec<Arc<MaintenanceWindow>> = ctx
+        .stores
+        .windows
+        .state()
+        .into_iter()
+        .filter(|w| w.namespace().as_deref() == Some(&namespace))
+        .collect();
+    let exceptions: Vec<_> = ctx
+        .stores
+        .exceptions
+        .state()
+        .into_iter()
+        .filter(|e| e.namespace().as_deref() == Some(&namespace))
+        .collect();
     views
         .iter()
         .map(|view| {
@@ -143,7 +227,14 @@ fn decide(
     current: Option<&WindowRun>,
     now: Timestamp,
 ) -> Plan {
-    let waves: Vec<Wave<'_>> = members.waves.iter().map(|w| Wave { name: &w.name, soak: w.soak }).collect();
+    let waves: Vec<Wave<'_>> = members
+        .waves
+        .iter()
+        .map(|w| Wave {
+            name: &w.name,
+            soak: w.soak,
+        })
+        .collect();
     let vms: Vec<Vm> = members
         .members
         .iter()
@@ -207,7 +298,8 @@ fn stage_of(progress: Option<&PatchProgress>) -> Stage {
 
 fn limits(window: &MaintenanceWindow, occurrence: &Occurrence, members: usize) -> Limits {
     let rollout = &window.spec.rollout;
-    let count = |n: usize| NonZeroU32::new(u32::try_from(n).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
+    let count =
+        |n: usize| NonZeroU32::new(u32::try_from(n).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
     Limits {
         max_concurrent: count(rollout.max_concurrent.of(members)),
         max_awake: count(usize::try_from(window.spec.dormant.max_awake).unwrap_or(1)),
@@ -231,7 +323,13 @@ fn progress_of(current: Option<&WindowRun>) -> Progress {
 
 /// Carries out the plan. A failed action is logged and retried at the next step; it never
 /// stops the other VMs.
-async fn apply(ctx: &Context, scope: &RunScope<'_>, views: &mut [VmView], members: &Membership, plan: &Plan) {
+async fn apply(
+    ctx: &Context,
+    scope: &RunScope<'_>,
+    views: &mut [VmView],
+    members: &Membership,
+    plan: &Plan,
+) {
     for action in &plan.actions {
         let view = &mut views[members.members[action.vm().index()].candidate];
         let result = match action {
@@ -254,7 +352,10 @@ fn run_status(
     run: &str,
     now: Timestamp,
 ) -> MaintenanceWindowStatus {
-    let wave = members.waves.get(plan.progress.wave as usize).map(|w| w.name.clone());
+    let wave = members
+        .waves
+        .get(plan.progress.wave as usize)
+        .map(|w| w.name.clone());
     let record = WindowRun {
         id: run.to_string(),
         started_at: Time(occurrence.opens.timestamp()),
@@ -271,9 +372,24 @@ fn run_status(
         message: plan.hold.as_ref().map(ToString::to_string),
     };
     let (phase, standing, current, last) = match plan.result {
-        None if record.halted => (WindowPhase::Halted, Standing::reconciling("Halted", record.message.clone().unwrap_or_default()), Some(record), previous.last_run.clone()),
-        None => (WindowPhase::Running, Standing::reconciling("Running", running_message(&record)), Some(record), previous.last_run.clone()),
-        Some(result) => (finished_phase(result), finished_standing(&record), None, Some(record)),
+        None if record.halted => (
+            WindowPhase::Halted,
+            Standing::reconciling("Halted", record.message.clone().unwrap_or_default()),
+            Some(record),
+            previous.last_run.clone(),
+        ),
+        None => (
+            WindowPhase::Running,
+            Standing::reconciling("Running", running_message(&record)),
+            Some(record),
+            previous.last_run.clone(),
+        ),
+        Some(result) => (
+            finished_phase(result),
+            finished_standing(&record),
+            None,
+            Some(record),
+        ),
     };
     MaintenanceWindowStatus {
         observed_generation: window.metadata.generation,
@@ -317,9 +433,15 @@ fn finished_phase(result: RunResult) -> WindowPhase {
 
 fn finished_standing(run: &WindowRun) -> Standing {
     let c = &run.counts;
-    let summary = format!("run {} ended: {} patched, {} failed, {} skipped", run.id, c.succeeded, c.failed, c.skipped);
+    let summary = format!(
+        "run {} ended: {} patched, {} failed, {} skipped",
+        run.id, c.succeeded, c.failed, c.skipped
+    );
     match run.result {
-        Some(RunResult::Halted) => Standing::ready("Halted", format!("{summary}; {}", run.message.clone().unwrap_or_default())),
+        Some(RunResult::Halted) => Standing::ready(
+            "Halted",
+            format!("{summary}; {}", run.message.clone().unwrap_or_default()),
+        ),
         _ => Standing::ready("RunFinished", summary),
     }
 }
@@ -333,7 +455,11 @@ fn finished_status(
 ) -> MaintenanceWindowStatus {
     MaintenanceWindowStatus {
         observed_generation: window.metadata.generation,
-        conditions: finished_standing(done).conditions(&previous.conditions, window.metadata.generation, now),
+        conditions: finished_standing(done).conditions(
+            &previous.conditions,
+            window.metadata.generation,
+            now,
+        ),
         phase: Some(done.result.map(finished_phase).unwrap_or(WindowPhase::Idle)),
         next_start: next_start(timing, now).map(Time),
         selected_vms: previous.selected_vms,
@@ -357,23 +483,45 @@ fn counts(plan: &Plan) -> RunCounts {
     }
 }
 
-async fn announce(ctx: &Context, window: &MaintenanceWindow, before: Option<&WindowRun>, status: &MaintenanceWindowStatus) {
+async fn announce(
+    ctx: &Context,
+    window: &MaintenanceWindow,
+    before: Option<&WindowRun>,
+    status: &MaintenanceWindowStatus,
+) {
     let after = status.current_run.as_ref().or(status.last_run.as_ref());
     let Some(after) = after else { return };
     if before.is_none() && status.current_run.is_some() {
-        let note = format!("window opened: run {} with {} VMs, until {}", after.id, after.counts.total, after.ends_at.0);
+        let note = format!(
+            "window opened: run {} with {} VMs, until {}",
+            after.id, after.counts.total, after.ends_at.0
+        );
         ctx.publish(window, normal("RunStarted", "Run", note)).await;
     }
-    if before.map(|b| &b.wave) != Some(&after.wave) && before.is_some() && status.current_run.is_some() {
-        let note = format!("promoted to wave {}", after.wave.as_deref().unwrap_or_default());
-        ctx.publish(window, normal("WavePromoted", "Run", note)).await;
+    if before.map(|b| &b.wave) != Some(&after.wave)
+        && before.is_some()
+        && status.current_run.is_some()
+    {
+        let note = format!(
+            "promoted to wave {}",
+            after.wave.as_deref().unwrap_or_default()
+        );
+        ctx.publish(window, normal("WavePromoted", "Run", note))
+            .await;
     }
     if before.is_some_and(|b| !b.halted) && after.halted {
-        ctx.publish(window, warning("Halted", "Run", after.message.clone().unwrap_or_default())).await;
+        ctx.publish(
+            window,
+            warning("Halted", "Run", after.message.clone().unwrap_or_default()),
+        )
+        .await;
     }
     if let (Some(result), None) = (after.result, &status.current_run) {
         let c = &after.counts;
-        let note = format!("run {} ended {result:?}: {} patched, {} failed, {} skipped", after.id, c.succeeded, c.failed, c.skipped);
+        let note = format!(
+            "run {} ended {result:?}: {} patched, {} failed, {} skipped",
+            after.id, c.succeeded, c.failed, c.skipped
+        );
         let event = match result {
             RunResult::Succeeded => normal("RunFinished", "Run", note),
             _ => warning("RunFinished", "Run", note),
@@ -391,7 +539,9 @@ fn requeue_at(plan: &Plan, now: Timestamp, timing: Option<&WindowTiming>) -> Opt
 }
 
 fn next_start(timing: Option<&WindowTiming>, now: Timestamp) -> Option<Timestamp> {
-    timing?.next_occurrence_after(now).map(|o| o.opens.timestamp())
+    timing?
+        .next_occurrence_after(now)
+        .map(|o| o.opens.timestamp())
 }
 
 /// The occurrence of a run that must end now: the window closed, was suspended, or can no
@@ -405,4 +555,3 @@ pub fn winding_down(current: &WindowRun, now: Timestamp) -> Occurrence {
         closes: utc(closes),
     }
 }
-

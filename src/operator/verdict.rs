@@ -20,7 +20,7 @@ use super::assessment;
 use super::conditions::{condition, remove_condition, set_condition};
 use super::context::{Context, normal, warning};
 use super::error::Error;
-use crate::api::managed_vm::{Decision, ManagedVMStatus, Verdict, VERDICT_LABEL};
+use crate::api::managed_vm::{Decision, ManagedVMStatus, VERDICT_LABEL, Verdict};
 use crate::api::{ManagedVM, PatchBaseline};
 use crate::kubevirt::{RUN_STRATEGY_HALTED, RunStrategy, VirtualMachine};
 use crate::policy::approval::review_pending;
@@ -45,25 +45,49 @@ struct Assessment<'a> {
 pub async fn reconcile(managed: Arc<ManagedVM>, ctx: Arc<Context>) -> Result<Action, Error> {
     let namespace = managed.namespace().ok_or(Error::MissingNamespace)?;
     let name = managed.name_any();
-    let Some(vm) = ctx.stores.vms.get(&ObjectRef::new(&name).within(&namespace)) else {
+    let Some(vm) = ctx
+        .stores
+        .vms
+        .get(&ObjectRef::new(&name).within(&namespace))
+    else {
         // The VM is gone or not seen yet; its ManagedVM goes with it.
         return Ok(Action::await_change());
     };
     let status = managed.status.clone().unwrap_or_default();
-    let baseline = status
-        .baseline
-        .as_ref()
-        .and_then(|b| ctx.stores.baselines.get(&ObjectRef::new(b).within(&namespace)));
-    let exceptions: Vec<_> =
-        ctx.stores.exceptions.state().into_iter().filter(|e| e.namespace().as_deref() == Some(&namespace)).collect();
+    let baseline = status.baseline.as_ref().and_then(|b| {
+        ctx.stores
+            .baselines
+            .get(&ObjectRef::new(b).within(&namespace))
+    });
+    let exceptions: Vec<_> = ctx
+        .stores
+        .exceptions
+        .state()
+        .into_iter()
+        .filter(|e| e.namespace().as_deref() == Some(&namespace))
+        .collect();
     let now = ctx.clock().now();
 
-    let (status, next_scan) = scan_between_windows(&ctx, &managed, &vm, status, baseline.as_deref(), now).await?;
-    let assessment = assess(&vm, &status, baseline.as_deref(), exceptions.iter().map(AsRef::as_ref), now);
-    let next = [next_look(&assessment), next_scan].into_iter().flatten().min();
+    let (status, next_scan) =
+        scan_between_windows(&ctx, &managed, &vm, status, baseline.as_deref(), now).await?;
+    let assessment = assess(
+        &vm,
+        &status,
+        baseline.as_deref(),
+        exceptions.iter().map(AsRef::as_ref),
+        now,
+    );
+    let next = [next_look(&assessment), next_scan]
+        .into_iter()
+        .flatten()
+        .min();
     apply_verdict(&ctx, &managed, &vm, &status, &assessment).await?;
     Ok(match next {
-        Some(at) => Action::requeue(ctx.clock().real_delay(at.duration_since(now)).max(std::time::Duration::from_secs(1))),
+        Some(at) => Action::requeue(
+            ctx.clock()
+                .real_delay(at.duration_since(now))
+                .max(std::time::Duration::from_secs(1)),
+        ),
         None => Action::await_change(),
     })
 }
@@ -83,7 +107,11 @@ async fn scan_between_windows(
         .window
         .as_ref()
         .and_then(|w| w.split(',').next().map(str::to_string))
-        .and_then(|w| ctx.stores.windows.get(&ObjectRef::new(&w).within(&namespace)));
+        .and_then(|w| {
+            ctx.stores
+                .windows
+                .get(&ObjectRef::new(&w).within(&namespace))
+        });
     let (Some(baseline), Some(window)) = (baseline, window) else {
         return Ok((status, None));
     };
@@ -109,23 +137,37 @@ fn assess<'a>(
 ) -> Assessment<'a> {
     let coverage = covering(exceptions, &vm.name_any(), vm.labels(), now);
     let Some(baseline) = baseline else {
-        return Assessment { coverage, report: None, judgement: None };
+        return Assessment {
+            coverage,
+            report: None,
+            judgement: None,
+        };
     };
     let report = compliance(baseline, status, &coverage, now);
-    let judgement = RetirementRule::from_baseline(&baseline.spec.retirement).ok().map(|rule| {
-        let waived = coverage.waived_reasons();
-        let evidence = Evidence {
-            dormant_since: status.power.as_ref().and_then(|p| p.dormant_since.as_ref()).map(|t| t.0),
-            os: status.os.as_ref(),
-            consecutive_failures: status.consecutive_failures,
-            labels: Some(vm.labels()),
-            compliance: report.as_ref(),
-            scan_failed: last_scan_failed(status),
-            waived: &waived,
-        };
-        rule.judge(&evidence, status.verdict.as_ref(), now)
-    });
-    Assessment { coverage, report, judgement }
+    let judgement = RetirementRule::from_baseline(&baseline.spec.retirement)
+        .ok()
+        .map(|rule| {
+            let waived = coverage.waived_reasons();
+            let evidence = Evidence {
+                dormant_since: status
+                    .power
+                    .as_ref()
+                    .and_then(|p| p.dormant_since.as_ref())
+                    .map(|t| t.0),
+                os: status.os.as_ref(),
+                consecutive_failures: status.consecutive_failures,
+                labels: Some(vm.labels()),
+                compliance: report.as_ref(),
+                scan_failed: last_scan_failed(status),
+                waived: &waived,
+            };
+            rule.judge(&evidence, status.verdict.as_ref(), now)
+        });
+    Assessment {
+        coverage,
+        report,
+        judgement,
+    }
 }
 
 /// The VM's compliance now, from the updates its last scan recorded.
@@ -140,13 +182,29 @@ fn compliance(
     let Some(scanned_at) = recorded.and_then(|c| c.last_scan_at.as_ref()).map(|t| t.0) else {
         return Some(rules.assess(None, now));
     };
-    let pending = recorded.map(|c| c.pending_updates.as_slice()).unwrap_or_default();
-    let review = review_pending(&baseline.spec.approval, pending, &coverage.held_packages(), now).ok()?;
-    Some(rules.assess(Some(Scan { at: scanned_at, review: &review }), now))
+    let pending = recorded
+        .map(|c| c.pending_updates.as_slice())
+        .unwrap_or_default();
+    let review = review_pending(
+        &baseline.spec.approval,
+        pending,
+        &coverage.held_packages(),
+        now,
+    )
+    .ok()?;
+    Some(rules.assess(
+        Some(Scan {
+            at: scanned_at,
+            review: &review,
+        }),
+        now,
+    ))
 }
 
 fn last_scan_failed(status: &ManagedVMStatus) -> bool {
-    status.history.first().is_some_and(|r| r.result == "Failed" && r.reason.as_deref().is_some_and(|m| m.starts_with("scan")))
+    status.history.first().is_some_and(|r| {
+        r.result == "Failed" && r.reason.as_deref().is_some_and(|m| m.starts_with("scan"))
+    })
 }
 
 /// When time alone changes the assessment: an exception expires, a scan turns stale, a
@@ -157,10 +215,14 @@ fn next_look(assessment: &Assessment<'_>) -> Option<Timestamp> {
         .as_ref()
         .and_then(|j| j.verdict.grace_period_ends_at.as_ref())
         .map(|t| t.0);
-    [assessment.coverage.next_expiry, assessment.report.as_ref().and_then(|r| r.changes_at), grace]
-        .into_iter()
-        .flatten()
-        .min()
+    [
+        assessment.coverage.next_expiry,
+        assessment.report.as_ref().and_then(|r| r.changes_at),
+        grace,
+    ]
+    .into_iter()
+    .flatten()
+    .min()
 }
 
 async fn apply_verdict(
@@ -173,13 +235,30 @@ async fn apply_verdict(
     let namespace = managed.namespace().ok_or(Error::MissingNamespace)?;
     let api: Api<ManagedVM> = Api::namespaced(ctx.client.clone(), &namespace);
     let now = ctx.clock().now();
-    let verdict = assessment.judgement.as_ref().map(|j| j.verdict.clone()).or_else(|| previous.verdict.clone());
+    let verdict = assessment
+        .judgement
+        .as_ref()
+        .map(|j| j.verdict.clone())
+        .or_else(|| previous.verdict.clone());
     let mut conditions = previous.conditions.clone();
     match verdict.as_ref().filter(|v| v.decision == Decision::Retire) {
-        Some(v) => set_condition(&mut conditions, condition(RETIRE_CONDITION, true, &reason_names(v), &reason_text(v), Some(1), now)),
+        Some(v) => set_condition(
+            &mut conditions,
+            condition(
+                RETIRE_CONDITION,
+                true,
+                &reason_names(v),
+                &reason_text(v),
+                Some(1),
+                now,
+            ),
+        ),
         None => remove_condition(&mut conditions, RETIRE_CONDITION),
     }
-    let retire: Vec<_> = conditions.into_iter().filter(|c| c.type_ == RETIRE_CONDITION).collect();
+    let retire: Vec<_> = conditions
+        .into_iter()
+        .filter(|c| c.type_ == RETIRE_CONDITION)
+        .collect();
     let mut fields = json!({
         "conditions": retire,
         "exceptions": assessment.coverage.names(),
@@ -194,7 +273,8 @@ async fn apply_verdict(
     }
     let body = json!({"apiVersion": ManagedVM::api_version(&()), "kind": ManagedVM::kind(&()), "status": fields});
     let params = PatchParams::apply(VERDICT_MANAGER).force();
-    api.patch_status(&managed.name_any(), &params, &Patch::Apply(body)).await?;
+    api.patch_status(&managed.name_any(), &params, &Patch::Apply(body))
+        .await?;
     label(&api, managed, verdict.as_ref()).await?;
     if let Some(judgement) = &assessment.judgement {
         announce(ctx, managed, judgement).await;
@@ -204,23 +284,43 @@ async fn apply_verdict(
 }
 
 /// `patchkeeper.io/verdict=retire` on a retired VM's ManagedVM, for pipelines to select.
-async fn label(api: &Api<ManagedVM>, managed: &ManagedVM, verdict: Option<&Verdict>) -> Result<(), Error> {
+async fn label(
+    api: &Api<ManagedVM>,
+    managed: &ManagedVM,
+    verdict: Option<&Verdict>,
+) -> Result<(), Error> {
     let retire = verdict.is_some_and(|v| v.decision == Decision::Retire);
-    let has = managed.labels().get(VERDICT_LABEL).is_some_and(|v| v == "retire");
+    let has = managed
+        .labels()
+        .get(VERDICT_LABEL)
+        .is_some_and(|v| v == "retire");
     if retire == has {
         return Ok(());
     }
-    let labels: BTreeMap<&str, &str> = if retire { BTreeMap::from([(VERDICT_LABEL, "retire")]) } else { BTreeMap::new() };
+    let labels: BTreeMap<&str, &str> = if retire {
+        BTreeMap::from([(VERDICT_LABEL, "retire")])
+    } else {
+        BTreeMap::new()
+    };
     let body = json!({
         "apiVersion": ManagedVM::api_version(&()), "kind": ManagedVM::kind(&()),
         "metadata": {"name": managed.name_any(), "labels": labels},
     });
-    api.patch(&managed.name_any(), &PatchParams::apply(VERDICT_MANAGER).force(), &Patch::Apply(body)).await?;
+    api.patch(
+        &managed.name_any(),
+        &PatchParams::apply(VERDICT_MANAGER).force(),
+        &Patch::Apply(body),
+    )
+    .await?;
     Ok(())
 }
 
 fn reason_names(verdict: &Verdict) -> String {
-    let names: Vec<String> = verdict.reasons.iter().map(|r| format!("{:?}", r.reason)).collect();
+    let names: Vec<String> = verdict
+        .reasons
+        .iter()
+        .map(|r| format!("{:?}", r.reason))
+        .collect();
     names.join("And")
 }
 
@@ -238,12 +338,14 @@ async fn announce(ctx: &Context, managed: &ManagedVM, judgement: &Judgement) {
         Change::Retired => {
             tracing::info!(vm = %managed.name_any(), reasons = %text, "verdict retire");
             let note = format!("not worth patching: {text}");
-            ctx.publish_on_vm(managed, warning("RetirementFlagged", "Judge", note)).await;
+            ctx.publish_on_vm(managed, warning("RetirementFlagged", "Judge", note))
+                .await;
         }
         Change::Revoked => {
             tracing::info!(vm = %managed.name_any(), "verdict revoked");
             let note = "the reasons for retirement went away; the VM is kept";
-            ctx.publish_on_vm(managed, normal("RetirementRevoked", "Judge", note)).await;
+            ctx.publish_on_vm(managed, normal("RetirementRevoked", "Judge", note))
+                .await;
         }
         Change::Unchanged => {}
     }
@@ -252,29 +354,54 @@ async fn announce(ctx: &Context, managed: &ManagedVM, judgement: &Judgement) {
             Enforcement::Stop => "stopped",
             Enforcement::Delete => "deleted",
         };
-        let note = format!("the VM will be {what} at {at} unless the reasons go away first: {text}");
-        ctx.publish_on_vm(managed, warning("RetirementScheduled", "Judge", note)).await;
+        let note =
+            format!("the VM will be {what} at {at} unless the reasons go away first: {text}");
+        ctx.publish_on_vm(managed, warning("RetirementScheduled", "Judge", note))
+            .await;
     }
     if let (Change::Retired, Some(fallback)) = (judgement.change, &judgement.fallback) {
-        ctx.publish_on_vm(managed, warning("RetirementFlagOnly", "Judge", fallback.clone())).await;
+        ctx.publish_on_vm(
+            managed,
+            warning("RetirementFlagOnly", "Judge", fallback.clone()),
+        )
+        .await;
     }
 }
 
 /// Stops or deletes a retired VM once its grace period is over.
-async fn enforce(ctx: &Context, managed: &ManagedVM, vm: &VirtualMachine, judgement: &Judgement) -> Result<(), Error> {
+async fn enforce(
+    ctx: &Context,
+    managed: &ManagedVM,
+    vm: &VirtualMachine,
+    judgement: &Judgement,
+) -> Result<(), Error> {
     let namespace = vm.namespace().ok_or(Error::MissingNamespace)?;
     let api: Api<VirtualMachine> = Api::namespaced(ctx.client.clone(), &namespace);
     match judgement.action {
-        DueAction::Stop if vm.run_strategy() != RunStrategy::Strategy(RUN_STRATEGY_HALTED.into()) => {
-            let note = format!("grace period over; stopping the VM: {}", reason_text(&judgement.verdict));
-            ctx.publish_on_vm(managed, warning("RetiredStopped", "Enforce", note)).await;
+        DueAction::Stop
+            if vm.run_strategy() != RunStrategy::Strategy(RUN_STRATEGY_HALTED.into()) =>
+        {
+            let note = format!(
+                "grace period over; stopping the VM: {}",
+                reason_text(&judgement.verdict)
+            );
+            ctx.publish_on_vm(managed, warning("RetiredStopped", "Enforce", note))
+                .await;
             let patch = RunStrategy::Strategy(RUN_STRATEGY_HALTED.into()).merge_patch();
-            let params = PatchParams { field_manager: Some(super::FIELD_MANAGER.into()), ..PatchParams::default() };
-            api.patch(&vm.name_any(), &params, &Patch::Merge(patch)).await?;
+            let params = PatchParams {
+                field_manager: Some(super::FIELD_MANAGER.into()),
+                ..PatchParams::default()
+            };
+            api.patch(&vm.name_any(), &params, &Patch::Merge(patch))
+                .await?;
         }
         DueAction::Delete => {
-            let note = format!("grace period over; deleting the VM: {}", reason_text(&judgement.verdict));
-            ctx.publish_on_vm(managed, warning("RetiredDeleted", "Enforce", note)).await;
+            let note = format!(
+                "grace period over; deleting the VM: {}",
+                reason_text(&judgement.verdict)
+            );
+            ctx.publish_on_vm(managed, warning("RetiredDeleted", "Enforce", note))
+                .await;
             match api.delete(&vm.name_any(), &DeleteParams::default()).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(status)) if status.code == 404 => {}

@@ -52,9 +52,18 @@ impl VmView {
         self.vm.name_any()
     }
 
-    pub fn new(vm: Arc<VirtualMachine>, vmi: Option<Arc<VirtualMachineInstance>>, managed: Arc<ManagedVM>) -> Self {
+    pub fn new(
+        vm: Arc<VirtualMachine>,
+        vmi: Option<Arc<VirtualMachineInstance>>,
+        managed: Arc<ManagedVM>,
+    ) -> Self {
         let status = managed.status.clone().unwrap_or_default();
-        Self { vm, vmi, managed, status }
+        Self {
+            vm,
+            vmi,
+            managed,
+            status,
+        }
     }
 
     /// The VM's progress in `run`, if it has started in it.
@@ -86,7 +95,11 @@ pub struct RunScope<'a> {
 
 /// Observes what happened to a started VM since the last look, and records it.
 /// Returns the VM's progress afterwards.
-pub async fn observe(ctx: &Context, scope: &RunScope<'_>, view: &mut VmView) -> Result<Option<PatchProgress>, Error> {
+pub async fn observe(
+    ctx: &Context,
+    scope: &RunScope<'_>,
+    view: &mut VmView,
+) -> Result<Option<PatchProgress>, Error> {
     let Some(progress) = view.progress(scope.run) else {
         return Ok(None);
     };
@@ -95,7 +108,10 @@ pub async fn observe(ctx: &Context, scope: &RunScope<'_>, view: &mut VmView) -> 
         PatchPhase::Patching | PatchPhase::Rebooting | PatchPhase::Verifying => {
             return observe_patching(ctx, scope, view, progress).await.map(Some);
         }
-        PatchPhase::Restoring => observe_restoring(scope, view, &progress),
+        PatchPhase::Restoring => {
+            give_back_original(ctx, view, &progress).await?;
+            observe_restoring(scope, view, &progress)
+        }
         _ => None,
     };
     match next {
@@ -104,7 +120,11 @@ pub async fn observe(ctx: &Context, scope: &RunScope<'_>, view: &mut VmView) -> 
     }
 }
 
-fn observe_waking(scope: &RunScope<'_>, view: &VmView, progress: &PatchProgress) -> Option<PatchProgress> {
+fn observe_waking(
+    scope: &RunScope<'_>,
+    view: &VmView,
+    progress: &PatchProgress,
+) -> Option<PatchProgress> {
     if view.address().is_some() {
         return Some(PatchProgress {
             phase: PatchPhase::Ready,
@@ -113,8 +133,9 @@ fn observe_waking(scope: &RunScope<'_>, view: &VmView, progress: &PatchProgress)
             ..progress.clone()
         });
     }
-    let boot_timeout = crate::schedule::parse_duration(scope.window.spec.dormant.boot_timeout.as_str())
-        .unwrap_or(SignedDuration::from_mins(10));
+    let boot_timeout =
+        crate::schedule::parse_duration(scope.window.spec.dormant.boot_timeout.as_str())
+            .unwrap_or(SignedDuration::from_mins(10));
     let since = progress.since.as_ref().map(|t| t.0).unwrap_or(scope.now);
     (scope.now.duration_since(since) >= boot_timeout).then(|| PatchProgress {
         phase: PatchPhase::Failed,
@@ -127,11 +148,19 @@ fn observe_waking(scope: &RunScope<'_>, view: &VmView, progress: &PatchProgress)
     })
 }
 
-fn observe_restoring(scope: &RunScope<'_>, view: &VmView, progress: &PatchProgress) -> Option<PatchProgress> {
-    let original = progress.original_run_strategy.as_deref().map(RunStrategy::from_status_string);
+fn observe_restoring(
+    scope: &RunScope<'_>,
+    view: &VmView,
+    progress: &PatchProgress,
+) -> Option<PatchProgress> {
+    let original = progress
+        .original_run_strategy
+        .as_deref()
+        .map(RunStrategy::from_status_string);
     let back = match original {
         Some(strategy) if wants_running(&strategy) => !view.is_stopped(),
-        _ => view.is_stopped(),
+        Some(strategy) => view.is_stopped() && view.vm.run_strategy() == strategy,
+        None => view.is_stopped(),
     };
     back.then(|| {
         let phase = match progress.outcome {
@@ -147,6 +176,31 @@ fn observe_restoring(scope: &RunScope<'_>, view: &VmView, progress: &PatchProgre
             ..progress.clone()
         }
     })
+}
+
+/// The run strategy that puts a woken VM back. `Manual` leaves a running VM running, and
+/// so does any other strategy that neither runs nor halts one: such a VM is stopped with
+/// `Halted` first and gets its original strategy back once it is off.
+fn stopping_strategy(original: &RunStrategy) -> RunStrategy {
+    match original {
+        RunStrategy::Strategy(s) if !wants_running(original) && s != crate::kubevirt::RUN_STRATEGY_HALTED => {
+            RunStrategy::Strategy(crate::kubevirt::RUN_STRATEGY_HALTED.into())
+        }
+        _ => original.clone(),
+    }
+}
+
+/// Writes the original run strategy of a VM that was stopped with `Halted` in its place,
+/// once it is off.
+async fn give_back_original(ctx: &Context, view: &VmView, progress: &PatchProgress) -> Result<(), Error> {
+    let original = progress.original_run_strategy.as_deref().map(RunStrategy::from_status_string);
+    let Some(original) = original.filter(|o| !wants_running(o)) else {
+        return Ok(());
+    };
+    if view.is_stopped() && view.vm.run_strategy() != original {
+        set_run_strategy(ctx, view, &original).await?;
+    }
+    Ok(())
 }
 
 fn wants_running(strategy: &RunStrategy) -> bool {
@@ -166,21 +220,37 @@ async fn observe_patching(
     let Some(job_name) = progress.job.clone() else {
         return Ok(progress);
     };
-    let job = ctx.stores.jobs.get(&ObjectRef::new(&job_name).within(&namespace));
+    let job = ctx
+        .stores
+        .jobs
+        .get(&ObjectRef::new(&job_name).within(&namespace));
     let Some(finished) = job.as_deref().and_then(job_finished) else {
         return Ok(progress);
     };
     let summary = termination_summary(ctx, &namespace, &job_name).await?;
-    let step = if job_name.ends_with("-scan") { Step::Scan } else { Step::Install };
+    let step = if job_name.ends_with("-scan") {
+        Step::Scan
+    } else {
+        Step::Install
+    };
     match (step, finished, summary) {
-        (Step::Scan, JobEnd::Succeeded, Some(summary)) => after_scan(ctx, scope, view, progress, &summary).await,
+        (Step::Scan, JobEnd::Succeeded, Some(summary)) => {
+            after_scan(ctx, scope, view, progress, &summary).await
+        }
         (Step::Install, JobEnd::Succeeded, Some(summary)) => {
             match approval_step::compliance_after_install(ctx, scope, view, &summary) {
                 Ok(Some(compliance)) => view.status.compliance = Some(compliance),
                 Ok(None) => {}
-                Err(reason) => tracing::warn!(vm = %view.name(), reason = %reason, "compliance not updated"),
+                Err(reason) => {
+                    tracing::warn!(vm = %view.name(), reason = %reason, "compliance not updated")
+                }
             }
-            let next = finish(scope, &progress, PatchOutcome::Succeeded, install_message(&summary));
+            let next = finish(
+                scope,
+                &progress,
+                PatchOutcome::Succeeded,
+                install_message(&summary),
+            );
             record(ctx, scope, view, next, Some(&summary)).await
         }
         (_, _, summary) => {
@@ -208,7 +278,12 @@ async fn after_scan(
     };
     view.status.compliance = Some(decision.compliance.clone());
     if decision.install.is_empty() {
-        let next = finish(scope, &progress, PatchOutcome::Succeeded, nothing_message(&decision));
+        let next = finish(
+            scope,
+            &progress,
+            PatchOutcome::Succeeded,
+            nothing_message(&decision),
+        );
         return record(ctx, scope, view, next, None).await;
     }
     let job = create_job(ctx, scope, view, Step::Install, &decision.install).await?;
@@ -216,7 +291,10 @@ async fn after_scan(
         phase: PatchPhase::Patching,
         since: Some(Time(scope.now)),
         job: Some(job),
-        message: Some(format!("installing {} approved updates", decision.install.len())),
+        message: Some(format!(
+            "installing {} approved updates",
+            decision.install.len()
+        )),
         ..progress
     };
     record(ctx, scope, view, next, None).await
@@ -231,12 +309,23 @@ fn nothing_message(decision: &ScanDecision) -> String {
 
 fn install_message(summary: &RunSummary) -> String {
     let installed = summary.counts.installed_this_run;
-    let reboot = if summary.rebooted { ", rebooted" } else if summary.reboot_required { ", reboot required" } else { "" };
+    let reboot = if summary.rebooted {
+        ", rebooted"
+    } else if summary.reboot_required {
+        ", reboot required"
+    } else {
+        ""
+    };
     format!("installed {installed} updates{reboot}")
 }
 
 /// A VM whose patching ended: woken VMs go on to be restored, the others are done.
-fn finish(scope: &RunScope<'_>, progress: &PatchProgress, outcome: PatchOutcome, message: String) -> PatchProgress {
+fn finish(
+    scope: &RunScope<'_>,
+    progress: &PatchProgress,
+    outcome: PatchOutcome,
+    message: String,
+) -> PatchProgress {
     let phase = match outcome {
         PatchOutcome::Succeeded => PatchPhase::Done,
         PatchOutcome::Failed | PatchOutcome::NotPatched => PatchPhase::Failed,
@@ -259,7 +348,11 @@ enum JobEnd {
 
 fn job_finished(job: &Job) -> Option<JobEnd> {
     let conditions = job.status.as_ref()?.conditions.as_ref()?;
-    let holds = |type_: &str| conditions.iter().any(|c| c.type_ == type_ && c.status == "True");
+    let holds = |type_: &str| {
+        conditions
+            .iter()
+            .any(|c| c.type_ == type_ && c.status == "True")
+    };
     if holds("Complete") {
         Some(JobEnd::Succeeded)
     } else if holds("Failed") {
@@ -275,28 +368,65 @@ fn failure_reason(step: Step, summary: Option<&RunSummary>, job: Option<&Job>) -
             Some(RunnerOutcome::TimedOut) => "timed out",
             _ => "failed",
         };
-        return format!("{} {outcome} in {} waiting for {}: {}", step.as_str(), failure.phase.as_str(), failure.awaiting, failure.message);
+        return format!(
+            "{} {outcome} in {} waiting for {}: {}",
+            step.as_str(),
+            failure.phase.as_str(),
+            failure.awaiting,
+            failure.message
+        );
     }
     let job_message = job
-        .and_then(|j| j.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "Failed").cloned())
-        .map(|c| format!("{}: {}", c.reason.unwrap_or_default(), c.message.unwrap_or_default()))
+        .and_then(|j| {
+            j.status
+                .as_ref()?
+                .conditions
+                .as_ref()?
+                .iter()
+                .find(|c| c.type_ == "Failed")
+                .cloned()
+        })
+        .map(|c| {
+            format!(
+                "{}: {}",
+                c.reason.unwrap_or_default(),
+                c.message.unwrap_or_default()
+            )
+        })
         .unwrap_or_else(|| "the Job failed without a result".into());
     format!("{} Job failed: {job_message}", step.as_str())
 }
 
 /// The runner's summary from the newest finished Pod of a Job.
-pub async fn termination_summary(ctx: &Context, namespace: &str, job: &str) -> Result<Option<RunSummary>, Error> {
+pub async fn termination_summary(
+    ctx: &Context,
+    namespace: &str,
+    job: &str,
+) -> Result<Option<RunSummary>, Error> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
-    let list = pods.list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}"))).await?;
+    let list = pods
+        .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}")))
+        .await?;
     let mut messages: Vec<(Timestamp, String)> = list
         .items
         .iter()
-        .flat_map(|pod| pod.status.iter().flat_map(|s| s.container_statuses.iter().flatten()))
+        .flat_map(|pod| {
+            pod.status
+                .iter()
+                .flat_map(|s| s.container_statuses.iter().flatten())
+        })
         .filter_map(|c| c.state.as_ref()?.terminated.as_ref())
-        .filter_map(|t| Some((t.finished_at.as_ref().map(|f| f.0).unwrap_or_default(), t.message.clone()?)))
+        .filter_map(|t| {
+            Some((
+                t.finished_at.as_ref().map(|f| f.0).unwrap_or_default(),
+                t.message.clone()?,
+            ))
+        })
         .collect();
     messages.sort_by_key(|(at, _)| *at);
-    Ok(messages.pop().and_then(|(_, message)| RunSummary::from_termination_message(&message).ok()))
+    Ok(messages
+        .pop()
+        .and_then(|(_, message)| RunSummary::from_termination_message(&message).ok()))
 }
 
 /// Wakes a dormant VM: records its original run strategy first, then starts it.
@@ -309,18 +439,41 @@ pub async fn wake(ctx: &Context, scope: &RunScope<'_>, view: &mut VmView) -> Res
         since: Some(Time(scope.now)),
         original_run_strategy: Some(original.to_status_string()),
         job: None,
-        message: Some(format!("starting the VM (run strategy was {})", original.to_status_string())),
+        message: Some(format!(
+            "starting the VM (run strategy was {})",
+            original.to_status_string()
+        )),
         outcome: None,
     };
     record(ctx, scope, view, progress, None).await?;
-    set_run_strategy(ctx, view, &RunStrategy::Strategy(RUN_STRATEGY_ALWAYS.into())).await
+    set_run_strategy(
+        ctx,
+        view,
+        &RunStrategy::Strategy(RUN_STRATEGY_ALWAYS.into()),
+    )
+    .await
 }
 
 /// Creates the VM's scan Job and records that it is patching.
-pub async fn start_patch(ctx: &Context, scope: &RunScope<'_>, view: &mut VmView) -> Result<(), Error> {
+pub async fn start_patch(
+    ctx: &Context,
+    scope: &RunScope<'_>,
+    view: &mut VmView,
+) -> Result<(), Error> {
+    if view.address().is_none() {
+        // A Job without an address could only fail, and a VM that is still starting would
+        // count against the failure budget. It waits for its address instead.
+        // Limitation: a running VM that never reports an address keeps the patch slot the
+        // planner gives it until the cutoff.
+        tracing::debug!(vm = %view.name(), "no IP address yet; the patch waits for one");
+        return Ok(());
+    }
     let previous = view.progress(scope.run);
     let job = create_job(ctx, scope, view, Step::Scan, &[]).await?;
-    let started_at = previous.as_ref().and_then(|p| p.started_at.clone()).unwrap_or(Time(scope.now));
+    let started_at = previous
+        .as_ref()
+        .and_then(|p| p.started_at.clone())
+        .unwrap_or(Time(scope.now));
     let progress = PatchProgress {
         run: scope.run.to_string(),
         phase: PatchPhase::Patching,
@@ -354,7 +507,9 @@ pub async fn restore(ctx: &Context, scope: &RunScope<'_>, view: &mut VmView) -> 
         _ => PatchOutcome::NotPatched,
     };
     let message = match (outcome, progress.phase) {
-        (PatchOutcome::Failed, PatchPhase::Patching) => "the window closed while patching; putting the VM back".into(),
+        (PatchOutcome::Failed, PatchPhase::Patching) => {
+            "the window closed while patching; putting the VM back".into()
+        }
         (PatchOutcome::NotPatched, _) => "not patched in this run; putting the VM back".into(),
         _ => format!("putting the VM back to run strategy {original}"),
     };
@@ -366,7 +521,8 @@ pub async fn restore(ctx: &Context, scope: &RunScope<'_>, view: &mut VmView) -> 
         ..progress
     };
     record(ctx, scope, view, next, None).await?;
-    set_run_strategy(ctx, view, &RunStrategy::from_status_string(&original)).await
+    let original = RunStrategy::from_status_string(&original);
+    set_run_strategy(ctx, view, &stopping_strategy(&original)).await
 }
 
 async fn stop_job(ctx: &Context, view: &VmView, job: Option<&str>) -> Result<(), Error> {
@@ -374,7 +530,10 @@ async fn stop_job(ctx: &Context, view: &VmView, job: Option<&str>) -> Result<(),
         return Ok(());
     };
     let api: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
-    let params = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..DeleteParams::default() };
+    let params = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..DeleteParams::default()
+    };
     match api.delete(job, &params).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
@@ -382,11 +541,19 @@ async fn stop_job(ctx: &Context, view: &VmView, job: Option<&str>) -> Result<(),
     }
 }
 
-async fn set_run_strategy(ctx: &Context, view: &VmView, strategy: &RunStrategy) -> Result<(), Error> {
+async fn set_run_strategy(
+    ctx: &Context,
+    view: &VmView,
+    strategy: &RunStrategy,
+) -> Result<(), Error> {
     let namespace = view.vm.namespace().ok_or(Error::MissingNamespace)?;
     let api: Api<VirtualMachine> = Api::namespaced(ctx.client.clone(), &namespace);
-    let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..PatchParams::default() };
-    api.patch(&view.name(), &params, &Patch::Merge(strategy.merge_patch())).await?;
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    api.patch(&view.name(), &params, &Patch::Merge(strategy.merge_patch()))
+        .await?;
     Ok(())
 }
 
@@ -399,7 +566,10 @@ async fn create_job(
 ) -> Result<String, Error> {
     let namespace = view.managed.namespace().ok_or(Error::MissingNamespace)?;
     let host = view.address().unwrap_or_default();
-    let owner = view.managed.controller_owner_ref(&()).ok_or(Error::MissingUid)?;
+    let owner = view
+        .managed
+        .controller_owner_ref(&())
+        .ok_or(Error::MissingUid)?;
     let request = JobRequest {
         window: &scope.window.name_any(),
         run: scope.run,
@@ -416,7 +586,16 @@ async fn create_job(
     let job = job::build(&request);
     let name = job.name_any();
     let api: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
-    match api.create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..PostParams::default() }, &job).await {
+    match api
+        .create(
+            &PostParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..PostParams::default()
+            },
+            &job,
+        )
+        .await
+    {
         Ok(_) => {}
         // The deterministic name makes a repeated start find the Job it created before.
         Err(kube::Error::Api(status)) if status.code == 409 => {}
@@ -447,9 +626,15 @@ pub async fn record(
     Ok(progress)
 }
 
-fn update_history(status: &mut ManagedVMStatus, scope: &RunScope<'_>, progress: &PatchProgress, summary: Option<&RunSummary>) {
+fn update_history(
+    status: &mut ManagedVMStatus,
+    scope: &RunScope<'_>,
+    progress: &PatchProgress,
+    summary: Option<&RunSummary>,
+) {
     let ended = matches!(progress.phase, PatchPhase::Done | PatchPhase::Failed)
-        || (progress.phase == PatchPhase::Restoring && progress.outcome != Some(PatchOutcome::NotPatched));
+        || (progress.phase == PatchPhase::Restoring
+            && progress.outcome != Some(PatchOutcome::NotPatched));
     let recorded = status.history.first().is_some_and(|r| r.run == scope.run);
     if !ended || recorded {
         if let (Some(summary), Some(first)) = (summary, status.history.first_mut()) {
@@ -457,7 +642,8 @@ fn update_history(status: &mut ManagedVMStatus, scope: &RunScope<'_>, progress: 
         }
         return;
     }
-    let failed = progress.outcome == Some(PatchOutcome::Failed) || progress.phase == PatchPhase::Failed;
+    let failed =
+        progress.outcome == Some(PatchOutcome::Failed) || progress.phase == PatchPhase::Failed;
     let record = RunRecord {
         run: scope.run.to_string(),
         window: scope.window.name_any(),
@@ -491,12 +677,21 @@ fn changes(summary: &RunSummary) -> Option<String> {
         .take(20)
         .map(|p| format!("{} {}→{}", p.name, p.from.as_deref().unwrap_or("new"), p.to))
         .collect();
-    let more = summary.counts.installed_this_run as usize - listed.len().min(summary.counts.installed_this_run as usize);
-    Some(if more > 0 { format!("{} and {more} more", listed.join(", ")) } else { listed.join(", ") })
+    let more = summary.counts.installed_this_run as usize
+        - listed.len().min(summary.counts.installed_this_run as usize);
+    Some(if more > 0 {
+        format!("{} and {more} more", listed.join(", "))
+    } else {
+        listed.join(", ")
+    })
 }
 
 /// Writes the fields the run reconciler owns.
-pub async fn write_run_fields(ctx: &Context, managed: &ManagedVM, status: &ManagedVMStatus) -> Result<(), Error> {
+pub async fn write_run_fields(
+    ctx: &Context,
+    managed: &ManagedVM,
+    status: &ManagedVMStatus,
+) -> Result<(), Error> {
     let namespace = managed.namespace().ok_or(Error::MissingNamespace)?;
     let api: Api<ManagedVM> = Api::namespaced(ctx.client.clone(), &namespace);
     let mut fields = json!({
@@ -513,16 +708,35 @@ pub async fn write_run_fields(ctx: &Context, managed: &ManagedVM, status: &Manag
         "kind": ManagedVM::kind(&()),
         "status": fields,
     });
-    api.patch_status(&managed.name_any(), &PatchParams::apply(RUNS_MANAGER).force(), &Patch::Apply(body)).await?;
+    api.patch_status(
+        &managed.name_any(),
+        &PatchParams::apply(RUNS_MANAGER).force(),
+        &Patch::Apply(body),
+    )
+    .await?;
     Ok(())
 }
 
-async fn announce(ctx: &Context, view: &VmView, before: Option<&PatchProgress>, after: &PatchProgress) {
+async fn announce(
+    ctx: &Context,
+    view: &VmView,
+    before: Option<&PatchProgress>,
+    after: &PatchProgress,
+) {
     let message = after.message.clone().unwrap_or_default();
+    let restored = before.is_some_and(|b| b.phase == PatchPhase::Restoring);
     let (reason, failed) = match (after.phase, after.outcome) {
+        (_, _) if restored => ("BackToSleep", false),
         (PatchPhase::Waking, _) => ("Waking", false),
         (PatchPhase::Ready, _) => ("Booted", false),
-        (PatchPhase::Patching, _) if after.job.as_deref().is_some_and(|j| j.ends_with("-install")) => ("Installing", false),
+        (PatchPhase::Patching, _)
+            if after
+                .job
+                .as_deref()
+                .is_some_and(|j| j.ends_with("-install")) =>
+        {
+            ("Installing", false)
+        }
         (PatchPhase::Patching, _) => ("Scanning", false),
         (PatchPhase::Restoring, _) => ("Restoring", false),
         (PatchPhase::Done, _) => ("Patched", false),
@@ -532,12 +746,19 @@ async fn announce(ctx: &Context, view: &VmView, before: Option<&PatchProgress>, 
         (PatchPhase::Rebooting | PatchPhase::Verifying, _) => ("Rebooting", false),
     };
     tracing::info!(vm = %view.name(), run = %after.run, phase = ?after.phase, from = ?before.map(|b| b.phase), message = %message, "vm run step");
-    let event = if failed { warning(reason, "Patch", message) } else { normal(reason, "Patch", message) };
+    let event = if failed {
+        warning(reason, "Patch", message)
+    } else {
+        normal(reason, "Patch", message)
+    };
     ctx.publish_on_vm(&view.managed, event).await;
 }
 
 /// The VM's power state as the run sees it.
 pub fn is_dormant(view: &VmView) -> bool {
-    view.status.power.as_ref().is_some_and(|p| matches!(p.state, PowerState::Stopped | PowerState::Stopping))
+    view.status
+        .power
+        .as_ref()
+        .is_some_and(|p| matches!(p.state, PowerState::Stopped | PowerState::Stopping))
         || view.is_stopped()
 }

@@ -24,33 +24,52 @@ use crate::schedule::{Occurrence, WindowTiming};
 #[derive(Debug)]
 pub enum Assessment {
     /// The spec cannot be used; nothing is touched.
-    Stalled { reason: &'static str, message: String },
+    Stalled {
+        reason: &'static str,
+        message: String,
+    },
     /// `suspend: true`; the next opening it would have had.
     Suspended { next: Option<Occurrence> },
     /// Closed until `next` (none when the schedule never fires again).
     Idle { next: Option<Occurrence> },
     /// Open now.
-    Open { occurrence: Occurrence, timing: WindowTiming },
+    Open {
+        occurrence: Occurrence,
+        timing: WindowTiming,
+    },
 }
 
 /// Parses the window's timing, the part of the spec CEL cannot check.
 pub fn timing(spec: &MaintenanceWindowSpec) -> Result<WindowTiming, crate::schedule::WindowError> {
     let cutoff = spec.cutoff.as_ref().map(|c| c.as_str()).unwrap_or("0s");
-    WindowTiming::parse(&spec.schedule, &spec.time_zone, spec.duration.as_str(), cutoff)
+    WindowTiming::parse(
+        &spec.schedule,
+        &spec.time_zone,
+        spec.duration.as_str(),
+        cutoff,
+    )
 }
 
 /// Where the window stands at `now`.
 pub fn assess(spec: &MaintenanceWindowSpec, baseline_exists: bool, now: Timestamp) -> Assessment {
     let timing = match timing(spec) {
         Ok(timing) => timing,
-        Err(error) => return Assessment::Stalled { reason: error.category(), message: error.to_string() },
+        Err(error) => {
+            return Assessment::Stalled {
+                reason: error.category(),
+                message: error.to_string(),
+            };
+        }
     };
     if !baseline_exists {
         let message = format!(
             "spec.baselineRef: PatchBaseline {:?} does not exist in this namespace; no VM is patched until it does",
             spec.baseline_ref.name
         );
-        return Assessment::Stalled { reason: "BaselineNotFound", message };
+        return Assessment::Stalled {
+            reason: "BaselineNotFound",
+            message,
+        };
     }
     let next = timing.next_occurrence_after(now);
     if spec.suspend {
@@ -63,9 +82,17 @@ pub fn assess(spec: &MaintenanceWindowSpec, baseline_exists: bool, now: Timestam
 }
 
 /// Reconciles one window.
-pub async fn reconcile(window: Arc<MaintenanceWindow>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let namespace = window.namespace().ok_or(Error::MissingNamespace)?;
-    let baseline_ref = ObjectRef::<PatchBaseline>::new(&window.spec.baseline_ref.name).within(&namespace);
+pub async fn reconcile(cached: Arc<MaintenanceWindow>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let namespace = cached.namespace().ok_or(Error::MissingNamespace)?;
+    // The run's bookkeeping lives in the window's status: read it fresh, not from a cache
+    // that may not have this reconciler's last write yet. Windows are few.
+    let api: Api<MaintenanceWindow> = Api::namespaced(ctx.client.clone(), &namespace);
+    let Some(window) = api.get_opt(&cached.name_any()).await? else {
+        return Ok(Action::await_change());
+    };
+    let window = Arc::new(window);
+    let baseline_ref =
+        ObjectRef::<PatchBaseline>::new(&window.spec.baseline_ref.name).within(&namespace);
     let baseline = ctx.stores.baselines.get(&baseline_ref);
     let now = ctx.clock().now();
 
@@ -79,9 +106,11 @@ pub async fn reconcile(window: Arc<MaintenanceWindow>, ctx: Arc<Context>) -> Res
         (_, baseline, Some(current)) => {
             // The window closed, was suspended or became unusable during a run: the run
             // ends now and puts back every VM it woke.
-            let baseline = baseline.unwrap_or_else(|| Arc::new(PatchBaseline::new("", Default::default())));
+            let baseline =
+                baseline.unwrap_or_else(|| Arc::new(PatchBaseline::new("", Default::default())));
             let occurrence = run::winding_down(current, now);
-            let (mut status, requeue) = run::step(&ctx, &window, &baseline, &occurrence, None, now).await?;
+            let (mut status, requeue) =
+                run::step(&ctx, &window, &baseline, &occurrence, None, now).await?;
             let closed = closed_status(&window, &assessment, &previous, now);
             status.next_start = closed.next_start;
             if status.current_run.is_none() {
@@ -90,13 +119,20 @@ pub async fn reconcile(window: Arc<MaintenanceWindow>, ctx: Arc<Context>) -> Res
             }
             (status, requeue.or(closed_requeue(&assessment, now)))
         }
-        _ => (closed_status(&window, &assessment, &previous, now), closed_requeue(&assessment, now)),
+        _ => (
+            closed_status(&window, &assessment, &previous, now),
+            closed_requeue(&assessment, now),
+        ),
     };
 
     announce(&ctx, &window, &previous, &status).await;
     apply_status(&ctx, &window, &status).await?;
     Ok(match requeue {
-        Some(at) => Action::requeue(ctx.clock().real_delay(at.duration_since(now)).max(MIN_REQUEUE)),
+        Some(at) => Action::requeue(
+            ctx.clock()
+                .real_delay(at.duration_since(now))
+                .max(MIN_REQUEUE),
+        ),
         None => Action::await_change(),
     })
 }
@@ -111,13 +147,21 @@ fn closed_status(
     now: Timestamp,
 ) -> MaintenanceWindowStatus {
     let (phase, standing, next) = match assessment {
-        Assessment::Stalled { reason, message } => {
-            (WindowPhase::Stalled, Standing::stalled(reason, message.clone()), None)
-        }
-        Assessment::Suspended { next } => {
-            (WindowPhase::Suspended, Standing::ready("Suspended", "spec.suspend is true: no run starts"), next.as_ref())
-        }
-        Assessment::Idle { next } => (WindowPhase::Idle, idle_standing(next.as_ref()), next.as_ref()),
+        Assessment::Stalled { reason, message } => (
+            WindowPhase::Stalled,
+            Standing::stalled(reason, message.clone()),
+            None,
+        ),
+        Assessment::Suspended { next } => (
+            WindowPhase::Suspended,
+            Standing::ready("Suspended", "spec.suspend is true: no run starts"),
+            next.as_ref(),
+        ),
+        Assessment::Idle { next } => (
+            WindowPhase::Idle,
+            idle_standing(next.as_ref()),
+            next.as_ref(),
+        ),
         Assessment::Open { .. } => (WindowPhase::Idle, Standing::ready("Idle", ""), None),
     };
     MaintenanceWindowStatus {
@@ -147,24 +191,41 @@ fn closed_requeue(assessment: &Assessment, _now: Timestamp) -> Option<Timestamp>
     }
 }
 
-async fn announce(ctx: &Context, window: &MaintenanceWindow, previous: &MaintenanceWindowStatus, status: &MaintenanceWindowStatus) {
+async fn announce(
+    ctx: &Context,
+    window: &MaintenanceWindow,
+    previous: &MaintenanceWindowStatus,
+    status: &MaintenanceWindowStatus,
+) {
     let stalled = |s: &MaintenanceWindowStatus| {
-        s.conditions.iter().find(|c| c.type_ == "Stalled" && c.status == "True").map(|c| (c.reason.clone(), c.message.clone()))
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == "Stalled" && c.status == "True")
+            .map(|c| (c.reason.clone(), c.message.clone()))
     };
     match (stalled(previous), stalled(status)) {
         (old, Some((reason, message))) if old.as_ref().map(|o| &o.0) != Some(&reason) => {
             tracing::warn!(window = %window.name_any(), reason = %reason, message = %message, "window stalled");
-            ctx.publish(window, warning(&reason, "Validate", message)).await;
+            ctx.publish(window, warning(&reason, "Validate", message))
+                .await;
         }
         (Some(_), None) => {
             tracing::info!(window = %window.name_any(), "window usable again");
-            ctx.publish(window, normal("Recovered", "Validate", "the window's spec is usable again")).await;
+            ctx.publish(
+                window,
+                normal("Recovered", "Validate", "the window's spec is usable again"),
+            )
+            .await;
         }
         _ => {}
     }
 }
 
-async fn apply_status(ctx: &Context, window: &MaintenanceWindow, status: &MaintenanceWindowStatus) -> Result<(), Error> {
+async fn apply_status(
+    ctx: &Context,
+    window: &MaintenanceWindow,
+    status: &MaintenanceWindowStatus,
+) -> Result<(), Error> {
     let namespace = window.namespace().ok_or(Error::MissingNamespace)?;
     let api: Api<MaintenanceWindow> = Api::namespaced(ctx.client.clone(), &namespace);
     let body = json!({
@@ -172,6 +233,11 @@ async fn apply_status(ctx: &Context, window: &MaintenanceWindow, status: &Mainte
         "kind": MaintenanceWindow::kind(&()),
         "status": status,
     });
-    api.patch_status(&window.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(body)).await?;
+    api.patch_status(
+        &window.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(body),
+    )
+    .await?;
     Ok(())
 }
