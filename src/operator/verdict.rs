@@ -77,7 +77,7 @@ pub async fn reconcile(managed: Arc<ManagedVM>, ctx: Arc<Context>) -> Result<Act
         exceptions.iter().map(AsRef::as_ref),
         now,
     );
-    let next = [next_look(&assessment), next_scan]
+    let next = [next_look(&assessment, now), next_scan]
         .into_iter()
         .flatten()
         .min();
@@ -208,8 +208,9 @@ fn last_scan_failed(status: &ManagedVMStatus) -> bool {
 }
 
 /// When time alone changes the assessment: an exception expires, a scan turns stale, a
-/// deadline or a grace period ends.
-fn next_look(assessment: &Assessment<'_>) -> Option<Timestamp> {
+/// deadline or a grace period ends. Only instants still ahead count: a grace period that
+/// has ended calls for no more looks.
+fn next_look(assessment: &Assessment<'_>, now: Timestamp) -> Option<Timestamp> {
     let grace = assessment
         .judgement
         .as_ref()
@@ -222,6 +223,7 @@ fn next_look(assessment: &Assessment<'_>) -> Option<Timestamp> {
     ]
     .into_iter()
     .flatten()
+    .filter(|at| *at > now)
     .min()
 }
 
