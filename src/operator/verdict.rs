@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
@@ -27,6 +27,7 @@ use crate::policy::approval::review_pending;
 use crate::policy::compliance::{ComplianceReport, ComplianceRules, Scan};
 use crate::policy::exceptions::{Coverage, covering};
 use crate::policy::verdict::{Change, DueAction, Enforcement, Evidence, Judgement, RetirementRule};
+use crate::schedule::parse_duration;
 
 /// The field manager of the verdict's fields in status.
 pub const VERDICT_MANAGER: &str = "patchkeeper-verdict";
@@ -39,6 +40,8 @@ struct Assessment<'a> {
     coverage: Coverage<'a>,
     report: Option<ComplianceReport>,
     judgement: Option<Judgement>,
+    /// When the VM will have been dormant longer than the baseline allows.
+    dormancy_limit_at: Option<Timestamp>,
 }
 
 /// Reconciles one ManagedVM's exceptions, compliance and verdict.
@@ -141,6 +144,7 @@ fn assess<'a>(
             coverage,
             report: None,
             judgement: None,
+            dormancy_limit_at: None,
         };
     };
     let report = compliance(baseline, status, &coverage, now);
@@ -167,7 +171,24 @@ fn assess<'a>(
         coverage,
         report,
         judgement,
+        dormancy_limit_at: dormancy_limit_at(baseline, status),
     }
+}
+
+/// The first instant at which the VM has been dormant longer than the baseline's
+/// `dormantLongerThan`, if the VM is dormant and the baseline sets a limit.
+fn dormancy_limit_at(baseline: &PatchBaseline, status: &ManagedVMStatus) -> Option<Timestamp> {
+    let limit = baseline
+        .spec
+        .retirement
+        .reasons
+        .dormant_longer_than
+        .as_ref()?;
+    let limit = parse_duration(limit.as_str()).ok()?;
+    let since = status.power.as_ref()?.dormant_since.as_ref()?.0;
+    // The reason counts once the VM has been dormant strictly longer than the limit.
+    let past_limit = limit.checked_add(SignedDuration::from_secs(1))?;
+    since.checked_add(past_limit).ok()
 }
 
 /// The VM's compliance now, from the updates its last scan recorded.
@@ -208,8 +229,8 @@ fn last_scan_failed(status: &ManagedVMStatus) -> bool {
 }
 
 /// When time alone changes the assessment: an exception expires, a scan turns stale, a
-/// deadline or a grace period ends. Only instants still ahead count: a grace period that
-/// has ended calls for no more looks.
+/// deadline or a grace period ends, a dormant VM passes the limit. Only instants still
+/// ahead count: a grace period that has ended calls for no more looks.
 fn next_look(assessment: &Assessment<'_>, now: Timestamp) -> Option<Timestamp> {
     let grace = assessment
         .judgement
@@ -220,6 +241,7 @@ fn next_look(assessment: &Assessment<'_>, now: Timestamp) -> Option<Timestamp> {
         assessment.coverage.next_expiry,
         assessment.report.as_ref().and_then(|r| r.changes_at),
         grace,
+        assessment.dormancy_limit_at,
     ]
     .into_iter()
     .flatten()
