@@ -317,6 +317,25 @@ async fn write(ctx: &Context, managed: &ManagedVM, status: &ManagedVMStatus) -> 
     Ok(())
 }
 
+/// When the VM's newest finished assessment scan started, if that scan failed: its Job
+/// ended `Failed`, having recorded nothing about the VM.
+pub fn failed_scan(ctx: &Context, managed: &ManagedVM) -> Option<Timestamp> {
+    let namespace = managed.namespace()?;
+    let name = managed.name_any();
+    let jobs = assessment_jobs(ctx, &namespace);
+    let (started, newest) = jobs
+        .iter()
+        .filter(|j| j.labels().get(VM_LABEL) == Some(&name) && is_finished(j))
+        .filter_map(|j| Some((scan_at(j)?, j)))
+        .max_by_key(|(at, _)| *at)?;
+    has_failed(newest).then_some(started)
+}
+
+fn has_failed(job: &Job) -> bool {
+    let conditions = job.status.as_ref().and_then(|s| s.conditions.as_ref());
+    conditions.is_some_and(|c| c.iter().any(|c| c.type_ == "Failed" && c.status == "True"))
+}
+
 /// The VM's instance, from the cache.
 pub fn instance(
     ctx: &Context,

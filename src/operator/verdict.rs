@@ -73,11 +73,13 @@ pub async fn reconcile(managed: Arc<ManagedVM>, ctx: Arc<Context>) -> Result<Act
 
     let (status, next_scan) =
         scan_between_windows(&ctx, &managed, &vm, status, baseline.as_deref(), now).await?;
+    let failed_scan = assessment::failed_scan(&ctx, &managed);
     let assessment = assess(
         &vm,
         &status,
         baseline.as_deref(),
         exceptions.iter().map(AsRef::as_ref),
+        failed_scan,
         now,
     );
     let next = [next_look(&assessment, now), next_scan]
@@ -136,6 +138,7 @@ fn assess<'a>(
     status: &ManagedVMStatus,
     baseline: Option<&PatchBaseline>,
     exceptions: impl IntoIterator<Item = &'a crate::api::PatchException>,
+    failed_scan: Option<Timestamp>,
     now: Timestamp,
 ) -> Assessment<'a> {
     let coverage = covering(exceptions, &vm.name_any(), vm.labels(), now);
@@ -162,7 +165,7 @@ fn assess<'a>(
                 consecutive_failures: status.consecutive_failures,
                 labels: Some(vm.labels()),
                 compliance: report.as_ref(),
-                scan_failed: last_scan_failed(status),
+                scan_failed: last_scan_failed(status, failed_scan),
                 waived: &waived,
             };
             rule.judge(&evidence, status.verdict.as_ref(), now)
@@ -222,10 +225,18 @@ fn compliance(
     ))
 }
 
-fn last_scan_failed(status: &ManagedVMStatus) -> bool {
-    status.history.first().is_some_and(|r| {
+/// Whether the VM's most recent scan failed: the scan of its last run, or an assessment
+/// scan (`failed_scan`, when it started) newer than the last scan that succeeded.
+fn last_scan_failed(status: &ManagedVMStatus, failed_scan: Option<Timestamp>) -> bool {
+    let run_scan_failed = status.history.first().is_some_and(|r| {
         r.result == "Failed" && r.reason.as_deref().is_some_and(|m| m.starts_with("scan"))
-    })
+    });
+    let last_scan = status
+        .compliance
+        .as_ref()
+        .and_then(|c| c.last_scan_at.as_ref())
+        .map(|t| t.0);
+    run_scan_failed || failed_scan.is_some_and(|failed| last_scan.is_none_or(|at| failed > at))
 }
 
 /// When time alone changes the assessment: an exception expires, a scan turns stale, a
