@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use jiff::Timestamp;
 use patchkeeper::clock::Clock;
+use patchkeeper::operator::leader::LeaseConfig;
 use patchkeeper::operator::{self, Settings};
 
 #[derive(Debug, Parser)]
@@ -54,6 +55,52 @@ struct RunArgs {
     /// Log as human-readable text or as JSON lines.
     #[arg(long, env = "PATCHKEEPER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+
+    /// Where to serve /metrics, /livez and /readyz (port 0 picks a free port).
+    #[arg(long, env = "PATCHKEEPER_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    http_addr: std::net::SocketAddr,
+
+    /// Hold a Lease before acting, so that of several replicas exactly one acts.
+    #[arg(long, env = "PATCHKEEPER_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+
+    /// The Lease's name.
+    #[arg(long, env = "PATCHKEEPER_LEASE_NAME", default_value = "patchkeeper")]
+    lease_name: String,
+
+    /// The Lease's namespace. Default: the operator's own (POD_NAMESPACE).
+    #[arg(long, env = "POD_NAMESPACE")]
+    lease_namespace: Option<String>,
+
+    /// How long a Lease not renewed stays held, in seconds; a standby takes over after it.
+    #[arg(long, env = "PATCHKEEPER_LEASE_SECONDS", default_value_t = 15)]
+    lease_seconds: u64,
+}
+
+impl RunArgs {
+    /// The Lease to hold, if leader election is on.
+    fn lease(&self) -> Result<Option<LeaseConfig>, String> {
+        if !self.leader_election {
+            return Ok(None);
+        }
+        let namespace = self.lease_namespace.clone().ok_or(
+            "leader election needs the Lease's namespace: set --lease-namespace or POD_NAMESPACE, \
+             or run a single process with --leader-election=false",
+        )?;
+        let identity = std::env::var("POD_NAME").unwrap_or_else(|_| {
+            let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "patchkeeper".into());
+            format!("{host}-{}", std::process::id())
+        });
+        let duration = std::time::Duration::from_secs(self.lease_seconds.max(3));
+        Ok(Some(LeaseConfig {
+            name: self.lease_name.clone(),
+            namespace,
+            identity,
+            renew_every: duration / 3,
+            retry_every: duration / 5,
+            duration,
+        }))
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -94,11 +141,31 @@ fn run_operator(args: RunArgs) -> ExitCode {
             None if args.clock_rate != 1.0 => Clock::starting_at(Timestamp::now(), args.clock_rate),
             None => Clock::system(),
         };
-        let settings = Settings { namespaces: args.namespaces, runner_image: args.runner_image, clock };
+        let leader = match args.lease() {
+            Ok(leader) => leader,
+            Err(message) => {
+                tracing::error!("{message}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let settings = Settings {
+            namespaces: args.namespaces,
+            runner_image: args.runner_image,
+            clock,
+            http_addr: Some(args.http_addr),
+            leader,
+        };
         tracing::info!(namespaces = ?settings.namespaces, clock_start = %clock.now(), "starting");
-        operator::run(client, settings, shutdown_signal()).await;
-        tracing::info!("stopped");
-        ExitCode::SUCCESS
+        match operator::run(client, settings, shutdown_signal()).await {
+            Ok(()) => {
+                tracing::info!("stopped");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                tracing::error!(error = %error, "stopped");
+                ExitCode::FAILURE
+            }
+        }
     })
 }
 
@@ -125,9 +192,12 @@ async fn shutdown_signal() {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
+    // Colours only for a person at a terminal; log files and collectors get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

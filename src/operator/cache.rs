@@ -4,6 +4,7 @@
 
 use std::fmt::Debug;
 use std::hash::Hash;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::{Stream, StreamExt};
@@ -20,6 +21,7 @@ pub struct Cache<K: Resource<DynamicType = ()> + Clone + 'static> {
     store: Store<K>,
     writer: Option<reflector::store::Writer<K>>,
     subscribers: Arc<Mutex<Vec<mpsc::UnboundedSender<K>>>>,
+    listed: Arc<AtomicBool>,
 }
 
 impl<K: Resource<DynamicType = ()> + Clone + 'static> Debug for Cache<K> {
@@ -41,12 +43,19 @@ where
             store,
             writer: Some(writer),
             subscribers: Arc::default(),
+            listed: Arc::default(),
         }
     }
 
     /// The cache; empty until the first list has arrived.
     pub fn store(&self) -> Store<K> {
         self.store.clone()
+    }
+
+    /// Set once the first list has arrived: before it, a missing object only means "not
+    /// listed yet". (Polling `Store::wait_until_ready` without awaiting it is not safe.)
+    pub fn listed(&self) -> Arc<AtomicBool> {
+        self.listed.clone()
     }
 
     /// A stream of every object that changes from now on, starting with all of them.
@@ -71,6 +80,14 @@ where
         let stream = watcher(api, config)
             .default_backoff()
             .modify(|object: &mut K| object.managed_fields_mut().clear())
+            .inspect({
+                let listed = self.listed.clone();
+                move |event| {
+                    if let Ok(watcher::Event::InitDone) = event {
+                        listed.store(true, Ordering::SeqCst);
+                    }
+                }
+            })
             .reflect(writer)
             .touched_objects();
         async move {

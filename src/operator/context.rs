@@ -24,6 +24,10 @@ pub struct Settings {
     pub runner_image: String,
     /// The clock decisions are made by.
     pub clock: Clock,
+    /// Where `/metrics`, `/livez` and `/readyz` are served; none to serve nothing.
+    pub http_addr: Option<std::net::SocketAddr>,
+    /// The Lease to hold before acting; none to act at once (a single process).
+    pub leader: Option<super::leader::LeaseConfig>,
 }
 
 /// The caches the reconcilers read instead of asking the API server.
@@ -38,6 +42,19 @@ pub struct Stores {
     pub jobs: Store<Job>,
 }
 
+/// Whether each cache has had its first list.
+#[derive(Debug, Default)]
+pub struct Listed(pub Vec<Arc<std::sync::atomic::AtomicBool>>);
+
+impl Listed {
+    /// Whether every cache has had its first list.
+    pub fn all(&self) -> bool {
+        self.0
+            .iter()
+            .all(|flag| flag.load(std::sync::atomic::Ordering::SeqCst))
+    }
+}
+
 /// Shared by every reconcile.
 #[derive(Clone)]
 pub struct Context {
@@ -47,6 +64,8 @@ pub struct Context {
     /// One recorder for the whole operator, so that a repeated Event becomes a series
     /// (`x3 over 2m`) rather than a new line each time.
     pub recorder: Recorder,
+    pub metrics: Arc<super::metrics::Metrics>,
+    pub listed: Arc<Listed>,
 }
 
 impl std::fmt::Debug for Context {

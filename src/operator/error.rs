@@ -7,6 +7,12 @@ pub enum Error {
     #[error("kubernetes api: {0}")]
     Kube(#[from] kube::Error),
 
+    #[error("leader election: {0}")]
+    Lease(#[from] super::leader::LeaseError),
+
+    #[error("leadership lost: {0}")]
+    LeaseLost(String),
+
     #[error("object has no namespace")]
     MissingNamespace,
 
@@ -26,6 +32,8 @@ impl Error {
     pub fn category(&self) -> &'static str {
         match self {
             Self::Kube(_) => "ApiError",
+            Self::Lease(_) => "LeaseError",
+            Self::LeaseLost(_) => "LeaseLost",
             Self::MissingNamespace => "MissingNamespace",
             Self::MissingUid => "MissingUid",
             Self::Serialize { .. } => "SerializeError",

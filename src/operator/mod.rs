@@ -13,15 +13,19 @@ pub mod conditions;
 mod context;
 mod error;
 pub mod exception;
+mod http;
 pub mod inventory;
 pub mod job;
+pub mod leader;
 pub mod members;
+mod metrics;
 pub mod run;
 pub mod verdict;
 mod vm_run;
 pub mod window;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::{Future, StreamExt, future::BoxFuture};
 use k8s_openapi::api::batch::v1::Job;
@@ -39,7 +43,9 @@ use crate::api::{MaintenanceWindow, ManagedVM, PatchBaseline, PatchException};
 use crate::kubevirt::{VirtualMachine, VirtualMachineInstance};
 use backoff::Backoff;
 use cache::Cache;
-use context::{Context, Stores};
+use context::{Context, Listed, Stores};
+use http::Readiness;
+use metrics::Metrics;
 
 /// How many objects of one kind are reconciled at the same time.
 const CONCURRENCY: u16 = 8;
@@ -49,17 +55,104 @@ pub async fn run(
     client: Client,
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) {
+) -> Result<(), Error> {
+    let metrics = Arc::new(Metrics::default());
+    let readiness = Arc::new(Readiness::default());
+    if let Some(addr) = settings.http_addr {
+        let (metrics, readiness) = (metrics.clone(), readiness.clone());
+        tokio::spawn(async move {
+            if let Err(error) = http::serve(addr, metrics, readiness).await {
+                tracing::error!(addr = %addr, error = %error, "cannot serve /metrics, /livez and /readyz");
+            }
+        });
+    }
+    let shutdown = futures::FutureExt::shared(Box::pin(shutdown) as BoxFuture<'static, ()>);
+    if let Some(lease) = &settings.leader {
+        readiness.standing_by();
+        tokio::select! {
+            acquired = leader::acquire(&client, lease) => acquired?,
+            () = shutdown.clone() => return Ok(()),
+        }
+        readiness.starting();
+    }
+
+    // Losing the Lease stops the controllers as a shutdown does, then fails the process so
+    // that it starts again as a standby.
+    let (lost_sender, lost) = tokio::sync::oneshot::channel::<String>();
+    if let Some(lease) = settings.leader.clone() {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let _ = lost_sender.send(leader::hold(&client, &lease).await.to_string());
+        });
+    }
+    let lost = futures::FutureExt::shared(lost);
+    let stop = {
+        let (shutdown, lost) = (shutdown.clone(), lost.clone());
+        futures::FutureExt::shared(Box::pin(async move {
+            tokio::select! {
+                () = shutdown => {}
+                Ok(_) = lost => {}
+            }
+        }) as BoxFuture<'static, ()>)
+    };
+
     let scopes: Vec<Option<String>> = if settings.namespaces.is_empty() {
         vec![None]
     } else {
         settings.namespaces.iter().cloned().map(Some).collect()
     };
-    let shutdown = futures::FutureExt::shared(Box::pin(shutdown) as BoxFuture<'static, ()>);
-    let tasks = scopes
-        .into_iter()
-        .map(|scope| run_scope(client.clone(), settings.clone(), scope, shutdown.clone()));
+    let synced = Arc::new(Synced {
+        scopes: scopes.len(),
+        done: AtomicUsize::new(0),
+        readiness,
+    });
+    let tasks = scopes.into_iter().map(|scope| {
+        let shared = Shared {
+            metrics: metrics.clone(),
+            synced: synced.clone(),
+        };
+        run_scope(
+            client.clone(),
+            settings.clone(),
+            scope,
+            stop.clone(),
+            shared,
+        )
+    });
     futures::future::join_all(tasks).await;
+
+    if let Some(Ok(reason)) = lost.peek().cloned() {
+        return Err(Error::LeaseLost(reason));
+    }
+    if let Some(lease) = &settings.leader {
+        leader::release(&client, lease).await;
+    }
+    Ok(())
+}
+
+/// What every namespace scope shares.
+#[derive(Clone, Debug)]
+struct Shared {
+    metrics: Arc<Metrics>,
+    synced: Arc<Synced>,
+}
+
+/// Counts the scopes whose caches have listed everything; the operator is ready once all
+/// have.
+#[derive(Debug)]
+struct Synced {
+    scopes: usize,
+    done: AtomicUsize,
+    readiness: Arc<Readiness>,
+}
+
+impl Synced {
+    fn one_done(&self) {
+        if self.done.fetch_add(1, Ordering::SeqCst) + 1 >= self.scopes {
+            self.readiness.ready();
+            tracing::info!("caches synced; ready");
+        }
+    }
 }
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -78,6 +171,7 @@ async fn run_scope(
     settings: Settings,
     namespace: Option<String>,
     shutdown: futures::future::Shared<BoxFuture<'static, ()>>,
+    shared: Shared,
 ) {
     let ns = namespace.as_deref();
     let mut vms = Cache::<VirtualMachine>::new();
@@ -97,16 +191,41 @@ async fn run_scope(
         managed_vms: managed.store(),
         jobs: jobs.store(),
     };
+    shared.metrics.watch_fleet(stores.managed_vms.clone());
+    let listed = Arc::new(Listed(vec![
+        vms.listed(),
+        vmis.listed(),
+        windows.listed(),
+        baselines.listed(),
+        exceptions.listed(),
+        managed.listed(),
+        jobs.listed(),
+    ]));
     let ctx = Arc::new(Context {
         client: client.clone(),
         settings: Arc::new(settings),
         stores: stores.clone(),
-        recorder: Recorder::new(client.clone(), Reporter {
-            controller: "patchkeeper".into(),
-            instance: std::env::var("POD_NAME").ok(),
-        }),
+        metrics: shared.metrics.clone(),
+        listed: listed.clone(),
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "patchkeeper".into(),
+                instance: std::env::var("POD_NAME").ok(),
+            },
+        ),
     });
     let backoff = Arc::new(Backoff::default());
+    let ready = {
+        let (listed, synced) = (listed.clone(), shared.synced.clone());
+        async move {
+            while !listed.all() {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            synced.one_done();
+        }
+    };
+    tokio::spawn(ready);
 
     let inventory = Controller::for_stream(vms.subscribe(), stores.vms.clone())
         .watches_stream(
@@ -229,6 +348,7 @@ where
             object.name_any()
         );
         Box::pin(async move {
+            ctx.metrics.reconciled(controller);
             let result = reconcile(object, ctx).await;
             if result.is_ok() {
                 backoff.succeeded(&key);
@@ -245,7 +365,8 @@ fn error_policy<K>(
 where
     K: Resource + ResourceExt,
 {
-    move |object, error, _ctx| {
+    move |object, error, ctx| {
+        ctx.metrics.failed(controller, error.category());
         let key = format!(
             "{}/{}",
             object.namespace().unwrap_or_default(),

@@ -24,11 +24,8 @@ use crate::planner::{
     self, Action, HaltReason, Limits, Outcome, Plan, Power, Progress, RunInput, Stage, StageCounts,
     Vm, Wave,
 };
-use crate::schedule::{Occurrence, WindowTiming};
-use futures::FutureExt;
-use kube::runtime::reflector::Store;
 use crate::policy::selector::matches;
-use std::hash::Hash;
+use crate::schedule::{Occurrence, WindowTiming};
 
 /// While VMs are in flight, look again at least this often (in clock time), to catch
 /// boot timeouts and Jobs that end without an event reaching the operator.
@@ -125,21 +122,7 @@ fn member_views(ctx: &Context, window: &MaintenanceWindow) -> Vec<VmView> {
 /// Whether every cache a step reads has had its first list: before it, a missing VM or
 /// ManagedVM only means "not listed yet".
 fn caches_listed(ctx: &Context) -> bool {
-    let stores = &ctx.stores;
-    listed(&stores.vms)
-        && listed(&stores.vmis)
-        && listed(&stores.managed_vms)
-        && listed(&stores.jobs)
-        && listed(&stores.windows)
-        && listed(&stores.exceptions)
-}
-
-fn listed<K>(store: &Store<K>) -> bool
-where
-    K: kube::runtime::reflector::Lookup + Clone + 'static,
-    K::DynamicType: Eq + Hash + Clone,
-{
-    store.wait_until_ready().now_or_never().is_some_and(|ready| ready.is_ok())
+    ctx.listed.all()
 }
 
 /// Whether every VM the window selects has its ManagedVM with the power state observed, so
@@ -154,8 +137,13 @@ fn inventory_caught_up(ctx: &Context, window: &MaintenanceWindow) -> bool {
         .filter(|vm| vm.metadata.deletion_timestamp.is_none())
         .filter(|vm| matches(&window.spec.selector, vm.labels()));
     selected.all(|vm| {
-        let managed = ctx.stores.managed_vms.get(&ObjectRef::new(&vm.name_any()).within(&namespace));
-        managed.and_then(|m| m.status.clone()).is_some_and(|s| s.power.is_some())
+        let managed = ctx
+            .stores
+            .managed_vms
+            .get(&ObjectRef::new(&vm.name_any()).within(&namespace));
+        managed
+            .and_then(|m| m.status.clone())
+            .is_some_and(|s| s.power.is_some())
     })
 }
 
@@ -517,6 +505,10 @@ async fn announce(
         .await;
     }
     if let (Some(result), None) = (after.result, &status.current_run) {
+        let labels = super::metrics::ResultLabels {
+            result: format!("{result:?}"),
+        };
+        ctx.metrics.window_runs.get_or_create(&labels).inc();
         let c = &after.counts;
         let note = format!(
             "run {} ended {result:?}: {} patched, {} failed, {} skipped",

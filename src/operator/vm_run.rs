@@ -183,7 +183,9 @@ fn observe_restoring(
 /// `Halted` first and gets its original strategy back once it is off.
 fn stopping_strategy(original: &RunStrategy) -> RunStrategy {
     match original {
-        RunStrategy::Strategy(s) if !wants_running(original) && s != crate::kubevirt::RUN_STRATEGY_HALTED => {
+        RunStrategy::Strategy(s)
+            if !wants_running(original) && s != crate::kubevirt::RUN_STRATEGY_HALTED =>
+        {
             RunStrategy::Strategy(crate::kubevirt::RUN_STRATEGY_HALTED.into())
         }
         _ => original.clone(),
@@ -192,8 +194,15 @@ fn stopping_strategy(original: &RunStrategy) -> RunStrategy {
 
 /// Writes the original run strategy of a VM that was stopped with `Halted` in its place,
 /// once it is off.
-async fn give_back_original(ctx: &Context, view: &VmView, progress: &PatchProgress) -> Result<(), Error> {
-    let original = progress.original_run_strategy.as_deref().map(RunStrategy::from_status_string);
+async fn give_back_original(
+    ctx: &Context,
+    view: &VmView,
+    progress: &PatchProgress,
+) -> Result<(), Error> {
+    let original = progress
+        .original_run_strategy
+        .as_deref()
+        .map(RunStrategy::from_status_string);
     let Some(original) = original.filter(|o| !wants_running(o)) else {
         return Ok(());
     };
@@ -451,7 +460,9 @@ pub async fn wake(ctx: &Context, scope: &RunScope<'_>, view: &mut VmView) -> Res
         view,
         &RunStrategy::Strategy(RUN_STRATEGY_ALWAYS.into()),
     )
-    .await
+    .await?;
+    ctx.metrics.vms_woken.inc();
+    Ok(())
 }
 
 /// Creates the VM's scan Job and records that it is patching.
@@ -622,6 +633,7 @@ pub async fn record(
     status.patch = Some(progress.clone());
     write_run_fields(ctx, &view.managed, &status).await?;
     view.status = status;
+    measure(ctx, scope, before.as_ref(), &progress);
     announce(ctx, view, before.as_ref(), &progress).await;
     Ok(progress)
 }
@@ -752,6 +764,41 @@ async fn announce(
         normal(reason, "Patch", message)
     };
     ctx.publish_on_vm(&view.managed, event).await;
+}
+
+/// Records how long the VM spent in the phase it left, and how its run ended.
+fn measure(
+    ctx: &Context,
+    scope: &RunScope<'_>,
+    before: Option<&PatchProgress>,
+    after: &PatchProgress,
+) {
+    if let Some(before) = before.filter(|b| b.phase != after.phase) {
+        let since = before.since.as_ref().map_or(scope.now, |t| t.0);
+        let seconds = scope.now.duration_since(since).as_secs_f64();
+        ctx.metrics
+            .phase_ended(&format!("{:?}", before.phase), seconds);
+    }
+    let ended = matches!(after.phase, PatchPhase::Done | PatchPhase::Failed);
+    let ended_before = before.is_some_and(|b| {
+        matches!(
+            b.phase,
+            PatchPhase::Done | PatchPhase::Failed | PatchPhase::Restoring
+        )
+    });
+    if ended && !ended_before {
+        let outcome = if after.phase == PatchPhase::Done {
+            "Succeeded"
+        } else {
+            "Failed"
+        };
+        ctx.metrics
+            .vm_outcomes
+            .get_or_create(&super::metrics::ResultLabels {
+                result: outcome.into(),
+            })
+            .inc();
+    }
 }
 
 /// The VM's power state as the run sees it.
