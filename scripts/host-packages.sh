@@ -3,7 +3,7 @@
 # Quick when everything is already there.
 set -euo pipefail
 
-needed=(openssl curl python3 util-linux)
+needed=(openssl curl python3 util-linux lua5.1 ca-certificates)
 missing=()
 for package in "${needed[@]}"; do
 	dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' ||
