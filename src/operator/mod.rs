@@ -233,7 +233,10 @@ async fn run_scope(
             same_name::<VirtualMachineInstance, VirtualMachine>,
         )
         .watches_stream(managed.subscribe(), same_name::<ManagedVM, VirtualMachine>)
-        .watches_stream(windows.subscribe(), every_vm_of(stores.vms.clone()))
+        .watches_stream(
+            windows.subscribe(),
+            in_namespace_of(stores.vms.clone(), any),
+        )
         .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
         .graceful_shutdown_on(shutdown.clone())
         .run(
@@ -245,9 +248,18 @@ async fn run_scope(
 
     let managed_by = format!("{}={}", job::MANAGED_BY.0, job::MANAGED_BY.1);
     let windows_ctl = Controller::for_stream(windows.subscribe(), stores.windows.clone())
-        .watches_stream(managed.subscribe(), windows_of_vm(stores.windows.clone()))
-        .watches_stream(vms.subscribe(), windows_of_vm(stores.windows.clone()))
-        .watches_stream(vmis.subscribe(), windows_of_vm(stores.windows.clone()))
+        .watches_stream(
+            managed.subscribe(),
+            in_namespace_of(stores.windows.clone(), running),
+        )
+        .watches_stream(
+            vms.subscribe(),
+            in_namespace_of(stores.windows.clone(), running),
+        )
+        .watches_stream(
+            vmis.subscribe(),
+            in_namespace_of(stores.windows.clone(), running),
+        )
         .watches_stream(jobs.subscribe(), window_of_job)
         .watches_stream(
             baselines.subscribe(),
@@ -255,7 +267,7 @@ async fn run_scope(
         )
         .watches_stream(
             exceptions.subscribe(),
-            every_window_of(stores.windows.clone()),
+            in_namespace_of(stores.windows.clone(), any),
         )
         .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
         .graceful_shutdown_on(shutdown.clone())
@@ -270,11 +282,11 @@ async fn run_scope(
         .watches_stream(vms.subscribe(), same_name::<VirtualMachine, ManagedVM>)
         .watches_stream(
             baselines.subscribe(),
-            every_managed_vm_of(stores.managed_vms.clone()),
+            in_namespace_of(stores.managed_vms.clone(), any),
         )
         .watches_stream(
             exceptions.subscribe(),
-            every_managed_vm_of(stores.managed_vms.clone()),
+            in_namespace_of(stores.managed_vms.clone(), any),
         )
         .watches_stream(jobs.subscribe(), managed_vm_of_job)
         .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
@@ -289,7 +301,7 @@ async fn run_scope(
     let exceptions_ctl = Controller::for_stream(exceptions.subscribe(), stores.exceptions.clone())
         .watches_stream(
             vms.subscribe(),
-            every_exception_of(stores.exceptions.clone()),
+            in_namespace_of(stores.exceptions.clone(), any),
         )
         .graceful_shutdown_on(shutdown.clone())
         .run(
@@ -385,80 +397,39 @@ fn same_name<From: Resource + ResourceExt, To: Resource<DynamicType = ()>>(
     Some(ObjectRef::new(&object.name_any()).within(&object.namespace()?))
 }
 
-/// Maps a window change to every VM of its namespace: coverage may have changed for any.
-fn every_vm_of(
-    vms: kube::runtime::reflector::Store<VirtualMachine>,
-) -> impl Fn(MaintenanceWindow) -> Vec<ObjectRef<VirtualMachine>> {
-    move |window| {
-        let namespace = window.namespace();
-        vms.state()
-            .iter()
-            .filter(|vm| vm.namespace() == namespace)
-            .map(|vm| ObjectRef::from_obj(vm.as_ref()))
-            .collect()
-    }
-}
-
-/// Maps a change of anything in a namespace to every ManagedVM of it.
-fn every_managed_vm_of<K: ResourceExt>(
-    managed: kube::runtime::reflector::Store<ManagedVM>,
-) -> impl Fn(K) -> Vec<ObjectRef<ManagedVM>> {
-    move |object| {
-        let namespace = object.namespace();
-        managed
-            .state()
-            .iter()
-            .filter(|m| m.namespace() == namespace)
-            .map(|m| ObjectRef::from_obj(m.as_ref()))
-            .collect()
-    }
-}
-
-/// Maps a VM change to every exception of its namespace: coverage may have changed.
-fn every_exception_of(
-    exceptions: kube::runtime::reflector::Store<PatchException>,
-) -> impl Fn(VirtualMachine) -> Vec<ObjectRef<PatchException>> {
-    move |vm| {
-        let namespace = vm.namespace();
-        exceptions
-            .state()
-            .iter()
-            .filter(|e| e.namespace() == namespace)
-            .map(|e| ObjectRef::from_obj(e.as_ref()))
-            .collect()
-    }
-}
-
-/// Maps a change of anything in a namespace to every window of it.
-fn every_window_of<K: ResourceExt>(
-    windows: kube::runtime::reflector::Store<MaintenanceWindow>,
-) -> impl Fn(K) -> Vec<ObjectRef<MaintenanceWindow>> {
-    move |object| {
-        let namespace = object.namespace();
-        windows
-            .state()
-            .iter()
-            .filter(|w| w.namespace() == namespace)
-            .map(|w| ObjectRef::from_obj(w.as_ref()))
-            .collect()
-    }
-}
-
 /// Maps a change to a VM (or its instance or record) to the windows of its namespace that
 /// have a run in progress; idle windows do not care.
-fn windows_of_vm<K: ResourceExt>(
-    windows: kube::runtime::reflector::Store<MaintenanceWindow>,
-) -> impl Fn(K) -> Vec<ObjectRef<MaintenanceWindow>> {
+/// Maps a change of anything in a namespace to every object of the store's kind in that
+/// namespace, selected by `keep`.
+fn in_namespace_of<K, O>(
+    store: kube::runtime::reflector::Store<O>,
+    keep: fn(&O) -> bool,
+) -> impl Fn(K) -> Vec<ObjectRef<O>>
+where
+    K: ResourceExt,
+    O: Resource<DynamicType = ()> + Clone + 'static,
+{
     move |object| {
         let namespace = object.namespace();
-        windows
+        store
             .state()
             .iter()
-            .filter(|w| w.namespace() == namespace)
-            .filter(|w| w.status.as_ref().is_some_and(|s| s.current_run.is_some()))
-            .map(|w| ObjectRef::from_obj(w.as_ref()))
+            .filter(|o| o.namespace() == namespace && keep(o))
+            .map(|o| ObjectRef::from_obj(o.as_ref()))
             .collect()
     }
+}
+
+fn any<O>(_: &O) -> bool {
+    true
+}
+
+/// A window with a run in progress: idle windows do not care about VM changes.
+fn running(window: &MaintenanceWindow) -> bool {
+    window
+        .status
+        .as_ref()
+        .is_some_and(|s| s.current_run.is_some())
 }
 
 fn baseline_of_window(window: MaintenanceWindow) -> Option<ObjectRef<PatchBaseline>> {
