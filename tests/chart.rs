@@ -408,6 +408,60 @@ fn values_outside_the_schema_are_refused() {
 }
 
 #[test]
+fn several_replicas_are_refused_without_leader_election() {
+    let sets = [
+        "--set",
+        "replicaCount=2",
+        "--set",
+        "leaderElection.enabled=false",
+    ];
+    let mut args = vec!["template", "patchkeeper", CHART];
+    args.extend(sets);
+    let output = testbed().run("helm", &args);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("needs leaderElection.enabled"));
+}
+
+#[test]
+fn without_leader_election_no_lease_is_granted() {
+    let manifests = template(
+        "patchkeeper",
+        "patchkeeper-system",
+        &["leaderElection.enabled=false"],
+    );
+    assert!(
+        rules(&manifests)
+            .iter()
+            .all(|(_, rule)| !strings(&rule["resources"]).contains(&"leases"))
+    );
+    let deployment = of_kind(&manifests, "Deployment")[0];
+    let args = strings(&deployment["spec"]["template"]["spec"]["containers"][0]["args"]);
+    assert!(args.contains(&"--leader-election=false"), "{args:?}");
+}
+
+#[test]
+fn the_service_monitor_scrapes_the_metrics_service_when_enabled() {
+    let off = template("patchkeeper", "patchkeeper-system", &[]);
+    assert!(of_kind(&off, "ServiceMonitor").is_empty());
+    let on = template(
+        "patchkeeper",
+        "patchkeeper-system",
+        &["metrics.serviceMonitor.enabled=true"],
+    );
+    let monitor = of_kind(&on, "ServiceMonitor")[0];
+    let service = of_kind(&on, "Service")[0];
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"], "http");
+    assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
+    assert_eq!(service["spec"]["ports"][0]["name"], "http");
+    for (label, value) in monitor["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .unwrap()
+    {
+        assert_eq!(&service["metadata"]["labels"][label], value);
+    }
+}
+
+#[test]
 fn rbac_has_no_wildcard_and_no_secrets_in_either_mode() {
     for sets in [vec![], vec!["watchNamespaces={team-a,team-b}"]] {
         let manifests = template("patchkeeper", "patchkeeper-system", &sets);
@@ -726,15 +780,17 @@ async fn assert_operator_events_were_written(client: &Client, namespace: &str) {
 }
 
 #[tokio::test]
-async fn the_elected_operator_holds_its_lease_in_the_release_namespace() {
+async fn in_namespaced_mode_the_operator_holds_its_lease_and_inventories_with_roles_only() {
     testbed().install_crds();
     install_kubevirt_crds();
     let ns = restricted_namespace("chart-lease").await;
-    // Namespaced, so that this operator leaves the other tests' namespaces alone.
     let watch = format!("watchNamespaces={{{}}}", ns.name);
     let release = Release::install("patchkeeper-lease", &ns.name, &[&watch]);
+    let admin = testbed().client().await;
+    vm(&admin, &ns.name, "inventoried", "Halted").await;
     let operator = ChartOperator::start(&release, &token_kubeconfig(&release), &[]);
-    let leases: Api<Lease> = Api::namespaced(testbed().client().await, &ns.name);
+
+    let leases: Api<Lease> = Api::namespaced(admin.clone(), &ns.name);
     let holder = format!("{}-0", release.name);
     eventually(
         "the Lease being held",
@@ -748,4 +804,25 @@ async fn the_elected_operator_holds_its_lease_in_the_release_namespace() {
         },
     )
     .await;
+    let managed: Api<ManagedVM> = Api::namespaced(admin.clone(), &ns.name);
+    eventually(
+        "the VM being inventoried",
+        &operator,
+        Duration::from_secs(30),
+        async || {
+            let record = managed.get_opt("inventoried").await.unwrap();
+            record
+                .and_then(|m| m.status)
+                .is_some_and(|s| s.power.is_some())
+        },
+    )
+    .await;
+    assert!(!can_i(
+        &release.user(),
+        "default",
+        "list",
+        "virtualmachines.kubevirt.io"
+    ));
+    let log = operator.log_text();
+    assert!(!log.to_lowercase().contains("forbidden"), "refused:\n{log}");
 }
