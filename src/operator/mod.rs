@@ -341,7 +341,8 @@ async fn run_scope(
     }
 }
 
-/// Wraps a reconciler so that a success forgets the object's earlier failures.
+/// Wraps a reconciler so that it waits for the caches, counts its reconciles, and a success
+/// forgets the object's earlier failures.
 fn resetting<K, F, Fut>(
     backoff: Arc<Backoff>,
     controller: &'static str,
@@ -360,6 +361,11 @@ where
             object.name_any()
         );
         Box::pin(async move {
+            // Decisions read the caches: before every cache has listed, a missing baseline
+            // or window only means "not listed yet", never "absent".
+            if !ctx.listed.all() {
+                return Ok(Action::requeue(std::time::Duration::from_millis(250)));
+            }
             ctx.metrics.reconciled(controller);
             let result = reconcile(object, ctx).await;
             if result.is_ok() {
