@@ -162,6 +162,10 @@ fn standing(coverage: &Coverage) -> Standing {
 /// Ensures the VM's ManagedVM exists and carries the inventory's view of it.
 pub async fn reconcile(vm: Arc<VirtualMachine>, ctx: Arc<Context>) -> Result<Action, Error> {
     let namespace = vm.namespace().ok_or(Error::MissingNamespace)?;
+    if vm.metadata.deletion_timestamp.is_some() {
+        // Going away: its ManagedVM goes with it by garbage collection.
+        return Ok(Action::await_change());
+    }
     let name = vm.name_any();
     let vmi = ctx
         .stores
