@@ -104,7 +104,15 @@ pub async fn observe(
         return Ok(None);
     };
     let next = match progress.phase {
-        PatchPhase::Waking => observe_waking(scope, view, &progress),
+        PatchPhase::Waking => {
+            // A restart between recording the wake and starting the VM leaves it off: start
+            // it again (setting the same run strategy twice changes nothing).
+            let always = RunStrategy::Strategy(RUN_STRATEGY_ALWAYS.into());
+            if view.vm.run_strategy() != always {
+                set_run_strategy(ctx, view, &always).await?;
+            }
+            observe_waking(scope, view, &progress)
+        }
         PatchPhase::Patching | PatchPhase::Rebooting | PatchPhase::Verifying => {
             return observe_patching(ctx, scope, view, progress).await.map(Some);
         }
