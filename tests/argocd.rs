@@ -226,12 +226,26 @@ impl Scene {
 
     /// Polls the object until its health is `status`; returns that health.
     async fn health_becomes(&self, kind: &str, name: &str, status: &str) -> Health {
+        self.health_becomes_with(kind, name, status, "").await
+    }
+
+    /// Waits for a health of `status` whose message starts with `message`.
+    async fn health_becomes_with(
+        &self,
+        kind: &str,
+        name: &str,
+        status: &str,
+        message: &str,
+    ) -> Health {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
             let current = self
                 .find(&format!("{kind}/{name}"))
                 .map(|object| health(kind, &object));
-            if let Some(current) = current.clone().filter(|c| c.status == status) {
+            if let Some(current) = current
+                .clone()
+                .filter(|c| c.status == status && c.message.starts_with(message))
+            {
                 return current;
             }
             assert!(
@@ -441,8 +455,9 @@ async fn a_vm_being_patched_is_progressing() {
     scene.apply(window("nightly", "dev", json!({}))).await;
     scene.start_operator();
 
+    // Before its first inventory a ManagedVM is Progressing too; wait for the run's own.
     let patching = scene
-        .health_becomes("ManagedVM", "vm-a", "Progressing")
+        .health_becomes_with("ManagedVM", "vm-a", "Progressing", "patch run")
         .await;
     assert!(
         patching.message.starts_with("patch run 20261208t2200z"),
