@@ -336,6 +336,9 @@ pub enum NotInstalledReason {
     NotPresent,
     /// The package manager ran but the package is not at the requested version.
     Failed,
+    /// Installing it would also install or upgrade a package the baseline blocks, so the
+    /// package manager was not asked for it.
+    Blocked,
 }
 
 /// Seconds spent in each phase, to a tenth of a second; absent for phases not reached.

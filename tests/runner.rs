@@ -151,6 +151,53 @@ async fn install_applies_only_the_approved_updates() {
 }
 
 #[tokio::test]
+async fn an_update_needing_a_blocked_package_is_left_out_and_the_others_installed() {
+    let guest = TestGuest::start();
+    let mut args = guest.install_args(&["pk-demo-lib=1.1", "pk-demo-tool=1.1"]);
+    args.blocked = vec!["pk-demo-new*".parse().unwrap()];
+    let (summary, _) = run(args).await;
+
+    assert_eq!(summary.outcome, Outcome::Succeeded, "{:?}", summary.failure);
+    assert_eq!(
+        guest.installed_version("pk-demo-lib").as_deref(),
+        Some("1.1")
+    );
+    assert_eq!(
+        guest.installed_version("pk-demo-tool").as_deref(),
+        Some("1.0")
+    );
+    assert_eq!(guest.installed_version("pk-demo-newdep"), None);
+    let not_installed: Vec<_> = summary
+        .not_installed
+        .iter()
+        .map(|n| (n.name.as_str(), n.version.as_str(), n.reason))
+        .collect();
+    assert_eq!(
+        not_installed,
+        vec![("pk-demo-tool", "1.1", NotInstalledReason::Blocked)]
+    );
+    assert_eq!(summary.counts.installed_this_run, 1);
+}
+
+#[tokio::test]
+async fn a_block_on_another_version_of_the_dependency_lets_the_update_through() {
+    let guest = TestGuest::start();
+    let mut args = guest.install_args(&["pk-demo-tool=1.1"]);
+    args.blocked = vec!["pk-demo-newdep=9.9".parse().unwrap()];
+    let (summary, _) = run(args).await;
+
+    assert_eq!(summary.outcome, Outcome::Succeeded, "{:?}", summary.failure);
+    assert_eq!(
+        guest.installed_version("pk-demo-tool").as_deref(),
+        Some("1.1")
+    );
+    assert_eq!(
+        guest.installed_version("pk-demo-newdep").as_deref(),
+        Some("1.0")
+    );
+}
+
+#[tokio::test]
 async fn a_held_package_stays_held_and_is_reported_not_installed() {
     let guest = TestGuest::start();
     let (summary, _) = run(guest.install_args(&["pk-demo-held=1.1", "pk-demo-lib=1.1"])).await;
@@ -517,6 +564,38 @@ async fn dnf_install_applies_only_the_approved_versions() {
 }
 
 #[tokio::test]
+async fn dnf_upgrades_a_dependency_an_approved_update_needs() {
+    let guest = dnf_guest();
+    let (summary, _) = run(guest.install_args(&["pk-demo-tool.noarch=1.1-1"])).await;
+
+    assert_eq!(summary.outcome, Outcome::Succeeded, "{:?}", summary.failure);
+    assert_eq!(guest.rpm_version("pk-demo-tool").as_deref(), Some("1.1-1"));
+    assert_eq!(guest.rpm_version("pk-demo-plain").as_deref(), Some("1.1-1"));
+}
+
+#[tokio::test]
+async fn dnf_leaves_out_an_update_needing_a_blocked_package() {
+    let guest = dnf_guest();
+    let mut args = guest.install_args(&["pk-demo-lib.noarch=1.1-1", "pk-demo-tool.noarch=1.1-1"]);
+    args.blocked = vec!["pk-demo-plain".parse().unwrap()];
+    let (summary, _) = run(args).await;
+
+    assert_eq!(summary.outcome, Outcome::Succeeded, "{:?}", summary.failure);
+    assert_eq!(guest.rpm_version("pk-demo-lib").as_deref(), Some("1.1-1"));
+    assert_eq!(guest.rpm_version("pk-demo-tool").as_deref(), Some("1.0-1"));
+    assert_eq!(guest.rpm_version("pk-demo-plain").as_deref(), Some("1.0-1"));
+    let not_installed: Vec<_> = summary
+        .not_installed
+        .iter()
+        .map(|n| (n.name.as_str(), n.reason))
+        .collect();
+    assert_eq!(
+        not_installed,
+        vec![("pk-demo-tool.noarch", NotInstalledReason::Blocked)]
+    );
+}
+
+#[tokio::test]
 async fn dnf_install_of_a_version_no_repository_has_fails_with_dnfs_error() {
     let guest = dnf_guest();
     let (summary, _) = run(guest.install_args(&["pk-demo-tool.noarch=9.9-1"])).await;
@@ -593,6 +672,7 @@ fn unreachable_args(port: u16, connect_timeout: Duration) -> RunnerArgs {
         known_hosts: guest_dir.join("known_hosts"),
         mode: RunMode::Scan,
         packages: Vec::new(),
+        blocked: Vec::new(),
         reboot: RebootPolicy::Never,
         connect_timeout,
         scan_timeout: Duration::from_secs(10),

@@ -179,9 +179,11 @@ pub struct PackageMatch {
     /// Package name; `*` matches any run of characters (`linux-image-*`).
     pub name: PackagePattern,
 
-    /// Exact version to match. Default: every version.
+    /// Exact version to match, as the package manager writes it (`3.0.15-1~deb12u1`,
+    /// `1:3.0.7-27.el9`). Default: every version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 128))]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9][A-Za-z0-9.+~:^_-]*$')").message("must be a package version: letters, digits, '.', '+', '~', ':', '^', '_' and '-'"))]
     pub version: Option<String>,
 }
 

@@ -14,10 +14,14 @@ use crate::policy::exceptions::covering;
 use crate::summary::RunSummary;
 
 /// What a scan leads to.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct ScanDecision {
     /// `name=version` pairs to install, sorted.
     pub install: Vec<String>,
+    /// Package patterns (`pattern` or `pattern=version`) the install must not touch, not
+    /// even as a dependency: the baseline's rejected packages under `Block`, and the
+    /// packages the VM's exceptions hold back.
+    pub blocked: Vec<String>,
     /// Available updates not approved now.
     pub held_back: usize,
     /// The VM's compliance after the scan, with the updates' first sightings.
@@ -53,19 +57,30 @@ pub fn decide(
         .map(|c| c.pending_updates.clone())
         .unwrap_or_default();
 
+    let held_packages = coverage.held_packages();
     let review = review_scan(
         &scope.baseline.spec.approval,
         &scan.updates,
         &previously_seen,
-        &coverage.held_packages(),
+        &held_packages,
         scope.now,
     )
     .map_err(|error| format!("baseline {}: {error}", scope.baseline.name_any()))?;
     let compliance = compliance_after(scope.baseline, &review, scope.now)?;
     let install: Vec<String> = review.install().iter().map(ToString::to_string).collect();
     let held_back = review.updates.len() - install.len();
+    let blocked = review
+        .blocked
+        .iter()
+        .map(|rejected| match &rejected.version {
+            Some(version) => format!("{}={version}", rejected.name.as_str()),
+            None => rejected.name.as_str().to_string(),
+        })
+        .chain(held_packages.iter().map(|p| p.as_str().to_string()))
+        .collect();
     Ok(ScanDecision {
         install,
+        blocked,
         held_back,
         compliance,
     })

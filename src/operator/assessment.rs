@@ -182,6 +182,7 @@ async fn start(
         default_image: &ctx.settings.runner_image,
         reboot: target.baseline.spec.reboot,
         packages: &[],
+        blocked: &[],
         deadline,
         owner: target
             .managed

@@ -66,6 +66,9 @@ pub struct JobRequest<'a> {
     pub reboot: RebootPolicy,
     /// `name=version` pairs, for an install.
     pub packages: &'a [String],
+    /// Package patterns (`pattern` or `pattern=version`) the install must not touch, not
+    /// even as a dependency.
+    pub blocked: &'a [String],
     /// The Job must end before this: the time left in the window.
     pub deadline: SignedDuration,
     /// The ManagedVM, so that the Job goes when the VM goes.
@@ -228,6 +231,9 @@ fn runner_env(request: &JobRequest<'_>) -> Vec<EnvVar> {
     ];
     if request.step == Step::Install {
         env.push(("PATCHKEEPER_PACKAGES", request.packages.join(",")));
+        if !request.blocked.is_empty() {
+            env.push(("PATCHKEEPER_BLOCKED", request.blocked.join(",")));
+        }
     }
     env.into_iter()
         .map(|(name, value)| EnvVar {
@@ -259,6 +265,7 @@ mod tests {
     }
 
     fn request<'a>(executor: &'a Executor, packages: &'a [String]) -> JobRequest<'a> {
+        const BLOCKED: &[String] = &[];
         JobRequest {
             window: "nightly",
             run: "20261208t2200z",
@@ -269,6 +276,7 @@ mod tests {
             default_image: "patchkeeper:dev",
             reboot: RebootPolicy::IfRequired,
             packages,
+            blocked: BLOCKED,
             deadline: SignedDuration::from_mins(90),
             owner: OwnerReference::default(),
         }
@@ -328,6 +336,29 @@ mod tests {
         assert_eq!(
             packages.value.as_deref(),
             Some("openssl=3.0.15-1,curl=7.88.1-10")
+        );
+    }
+
+    #[test]
+    fn an_install_job_is_told_what_it_must_not_touch() {
+        let executor = executor();
+        let packages = vec!["openssl=3.0.15-1".to_string()];
+        let blocked = vec!["linux-image-*".to_string(), "curl=7.88.1-10".to_string()];
+        let job = build(&JobRequest {
+            blocked: &blocked,
+            ..request(&executor, &packages)
+        });
+        let env = job.spec.unwrap().template.spec.unwrap().containers[0]
+            .env
+            .clone()
+            .unwrap();
+        let blocked = env
+            .iter()
+            .find(|e| e.name == "PATCHKEEPER_BLOCKED")
+            .unwrap();
+        assert_eq!(
+            blocked.value.as_deref(),
+            Some("linux-image-*,curl=7.88.1-10")
         );
     }
 

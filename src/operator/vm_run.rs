@@ -303,7 +303,7 @@ async fn after_scan(
         );
         return record(ctx, scope, view, next, None).await;
     }
-    let job = create_job(ctx, scope, view, Step::Install, &decision.install).await?;
+    let job = create_job(ctx, scope, view, Step::Install, &decision).await?;
     let next = PatchProgress {
         phase: PatchPhase::Patching,
         since: Some(Time(scope.now)),
@@ -488,7 +488,7 @@ pub async fn start_patch(
         return Ok(());
     }
     let previous = view.progress(scope.run);
-    let job = create_job(ctx, scope, view, Step::Scan, &[]).await?;
+    let job = create_job(ctx, scope, view, Step::Scan, &ScanDecision::default()).await?;
     let started_at = previous
         .as_ref()
         .and_then(|p| p.started_at.clone())
@@ -581,7 +581,7 @@ async fn create_job(
     scope: &RunScope<'_>,
     view: &VmView,
     step: Step,
-    packages: &[String],
+    decision: &ScanDecision,
 ) -> Result<String, Error> {
     let namespace = view.managed.namespace().ok_or(Error::MissingNamespace)?;
     let host = view.address().unwrap_or_default();
@@ -598,7 +598,8 @@ async fn create_job(
         executor: &scope.window.spec.executor,
         default_image: &ctx.settings.runner_image,
         reboot: scope.baseline.spec.reboot,
-        packages,
+        packages: &decision.install,
+        blocked: &decision.blocked,
         deadline: scope.ends.duration_since(scope.now),
         owner,
     };

@@ -41,12 +41,10 @@
 //! AllowAsDependency` that is what the baseline allows: a rejected package is never on the
 //! list, yet an approved update that needs it installs, and the runner reports it among the
 //! installed packages. Under `Block` (the default) the rejected packages are also listed in
-//! [`Review::blocked`], for the runner to forbid to the package manager (an apt pin below
-//! zero, dnf `--exclude`), so that an update needing one fails to install instead of
-//! pulling it in.
-//!
-//! Limitation: the runner does not take the blocked list yet, so under `Block` a rejected
-//! package that an approved update depends on is still installed with it.
+//! [`Review::blocked`], which the runner is given with the install list: it simulates the
+//! install and leaves out every approved update whose transaction would install or upgrade
+//! a blocked package, reporting it as `Blocked`, so that a rejected package never comes in
+//! as a dependency. The packages a PatchException holds back are blocked the same way.
 //!
 //! Limitation: the runner's update list may be cut to fit the termination message (most
 //! important first). Updates left out are not reviewed, tracked or counted until a later
@@ -336,7 +334,7 @@ fn entry_matches(entry: &PackageMatch, update: &PendingUpdate) -> bool {
 }
 
 /// Whether a package pattern names the package, with or without its architecture.
-fn name_matches(pattern: &str, name: &str) -> bool {
+pub fn name_matches(pattern: &str, name: &str) -> bool {
     glob_matches(pattern, name)
         || without_architecture(name).is_some_and(|n| glob_matches(pattern, n))
 }

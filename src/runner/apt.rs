@@ -22,7 +22,8 @@ use std::collections::HashMap;
 
 use super::guest::{Guest, GuestError, Shell, command_failed, quote};
 use super::packages::{
-    InstallReport, Installed, InstalledSet, Inventory, PackageSpec, changes, partition, unmet,
+    BlockedPackage, InstallReport, Installed, InstalledSet, Inventory, PackageSpec, changes,
+    partition, screen, unmet,
 };
 use crate::summary::{AvailableUpdate, Classification, Severity};
 
@@ -64,14 +65,21 @@ pub async fn inventory<S: Shell>(guest: &Guest<'_, S>) -> Result<Inventory, Gues
     Ok(Inventory { installed, updates })
 }
 
-/// Installs exactly `requested`, refreshing the lists first so the versions are found.
+/// Installs exactly `requested`, refreshing the lists first so the versions are found,
+/// and leaving out every requested package that would touch a `blocked` one.
 pub async fn install<S: Shell>(
     guest: &Guest<'_, S>,
     requested: &[PackageSpec],
+    blocked: &[BlockedPackage],
 ) -> Result<InstallReport, GuestError> {
     refresh(guest).await?;
     let before = installed(guest).await?;
     let (wanted, mut not_installed) = partition(requested, &before);
+    let (wanted, refused) = screen(wanted, blocked, async |specs: &[PackageSpec]| {
+        simulate(guest, specs).await
+    })
+    .await?;
+    not_installed.extend(refused);
 
     let mut failure = None;
     if !wanted.is_empty() {
@@ -118,12 +126,47 @@ async fn installed<S: Shell>(guest: &Guest<'_, S>) -> Result<InstalledSet, Guest
 }
 
 fn install_command(wanted: &[PackageSpec]) -> String {
-    let targets: Vec<String> = wanted.iter().map(|spec| quote(&spec.to_string())).collect();
     format!(
-        "{APT_ENV} apt-get install -q -y --only-upgrade --no-remove --no-install-recommends \
-         {LOCK_WAIT} -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold {}",
-        targets.join(" ")
+        "{APT_ENV} apt-get install -q -y {INSTALL_OPTIONS} {LOCK_WAIT} \
+         -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold {}",
+        targets(wanted)
     )
+}
+
+const INSTALL_OPTIONS: &str = "--only-upgrade --no-remove --no-install-recommends";
+
+fn targets(wanted: &[PackageSpec]) -> String {
+    let targets: Vec<String> = wanted.iter().map(|spec| quote(&spec.to_string())).collect();
+    targets.join(" ")
+}
+
+/// What installing `wanted` would install or upgrade, from apt's simulation (which needs no
+/// lock and changes nothing); `None` when apt refuses the transaction.
+async fn simulate<S: Shell>(
+    guest: &Guest<'_, S>,
+    wanted: &[PackageSpec],
+) -> Result<Option<Vec<PackageSpec>>, GuestError> {
+    let command = format!(
+        "{APT_ENV} apt-get install -s -q {INSTALL_OPTIONS} {}",
+        targets(wanted)
+    );
+    let output = guest.run("apt-get install (simulated)", &command).await?;
+    Ok(output.success().then(|| parse_simulation(&output.stdout)))
+}
+
+/// Parses the `Inst name [old] (new suite [arch])` lines of a simulated install.
+fn parse_simulation(text: &str) -> Vec<PackageSpec> {
+    text.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("Inst ")?;
+            let (name, rest) = rest.split_once(' ')?;
+            let version = rest.split_once('(')?.1.split_whitespace().next()?;
+            Some(PackageSpec {
+                name: name.to_string(),
+                version: version.to_string(),
+            })
+        })
+        .collect()
 }
 
 /// Parses `dpkg-query` lines `name\tversion\tstatus`, keeping installed packages.
@@ -439,6 +482,30 @@ halfdone\t2.0\tiF \n";
         assert!(
             !updates
                 .is_security("http://archive.ubuntu.com/ubuntu jammy-updates/main amd64 Packages")
+        );
+    }
+
+    #[test]
+    fn a_simulation_lists_upgrades_and_new_packages() {
+        let text = "\
+NOTE: This is only a simulation!
+Reading package lists...
+Inst pk-demo-newdep (1.0 patchkeeper tests:pk-stable [all])
+Inst pk-demo-tool [1.0] (1.1 patchkeeper tests:pk-stable [all])
+Inst libc6:i386 [2.36-9+deb12u8] (2.36-9+deb12u9 Debian-Security:12/stable-security [i386])
+Conf pk-demo-newdep (1.0 patchkeeper tests:pk-stable [all])
+";
+        let planned: Vec<String> = parse_simulation(text)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            planned,
+            [
+                "pk-demo-newdep=1.0",
+                "pk-demo-tool=1.1",
+                "libc6:i386=2.36-9+deb12u9"
+            ]
         );
     }
 

@@ -6,7 +6,8 @@
 //! its package: security first, then the most severe.
 //!
 //! Install: exactly the requested NEVRAs with `dnf upgrade`, after a dry run that refuses any
-//! transaction removing or downgrading a package. Reboot-needed comes from
+//! transaction removing or downgrading a package; a requested package whose dry run would
+//! install or upgrade a blocked package is left out. Reboot-needed comes from
 //! `needs-restarting -r`.
 //!
 //! Limitation: dnf holds (the versionlock plugin) are not reported; locked packages simply
@@ -14,13 +15,17 @@
 
 use super::guest::{Guest, GuestError, Shell, command_failed, quote};
 use super::packages::{
-    InstallReport, Installed, InstalledSet, Inventory, PackageSpec, changes, partition, unmet,
+    BlockedPackage, InstallReport, Installed, InstalledSet, Inventory, PackageSpec, changes,
+    partition, screen, unmet,
 };
 use crate::summary::{AvailableUpdate, Classification, Severity};
 
 /// Installed packages as `installtime name.arch [epoch:]version-release`, skipping the
 /// `gpg-pubkey` pseudo-packages (which have no architecture).
 const INSTALLED_COMMAND: &str = r"rpm -qa --qf '%{INSTALLTIME}\t%{NAME}.%{ARCH}\t%|EPOCH?{%{EPOCH}:}:{}|%{VERSION}-%{RELEASE}\n'";
+
+/// Options of every upgrade, real or dry run.
+const UPGRADE_OPTIONS: &str = "--setopt=install_weak_deps=False";
 
 /// Architectures that may end a `name.arch` package name.
 const ARCHES: &[&str] = &[
@@ -54,21 +59,25 @@ pub async fn inventory<S: Shell>(
     Ok(Inventory { installed, updates })
 }
 
-/// Installs exactly `requested`, refusing a transaction that removes or downgrades anything.
+/// Installs exactly `requested`, refusing a transaction that removes or downgrades anything,
+/// and leaving out every requested package that would touch a `blocked` one.
 pub async fn install<S: Shell>(
     guest: &Guest<'_, S>,
     requested: &[PackageSpec],
+    blocked: &[BlockedPackage],
 ) -> Result<InstallReport, GuestError> {
     let before = installed(guest).await?;
     let (wanted, mut not_installed) = partition(requested, &before);
+    let (wanted, refused) = screen(wanted, blocked, async |specs: &[PackageSpec]| {
+        Ok(Some(planned_changes(&dry_run(guest, specs).await?)))
+    })
+    .await?;
+    not_installed.extend(refused);
     let mut failure = None;
     if !wanted.is_empty() {
-        let targets: Vec<String> = wanted.iter().map(|spec| quote(&nevra(spec))).collect();
-        let targets = targets.join(" ");
-        let dry_run = format!("dnf --assumeno upgrade {targets}");
-        let removals = removals(&guest.run("dnf upgrade (dry run)", &dry_run).await?.stdout);
+        let removals = removals(&dry_run(guest, &wanted).await?);
         failure = if removals.is_empty() {
-            upgrade(guest, &targets).await?
+            upgrade(guest, &targets(&wanted)).await?
         } else {
             Some(GuestError::CommandFailed {
                 label: "dnf upgrade".to_string(),
@@ -87,6 +96,18 @@ pub async fn install<S: Shell>(
         not_installed,
         failure,
     })
+}
+
+/// The transaction table dnf prints for an upgrade of `wanted` without carrying it out.
+async fn dry_run<S: Shell>(
+    guest: &Guest<'_, S>,
+    wanted: &[PackageSpec],
+) -> Result<String, GuestError> {
+    let command = format!(
+        "dnf --assumeno {UPGRADE_OPTIONS} upgrade {}",
+        targets(wanted)
+    );
+    Ok(guest.run("dnf upgrade (dry run)", &command).await?.stdout)
 }
 
 /// Whether `needs-restarting -r` asks for a reboot.
@@ -110,7 +131,7 @@ async fn upgrade<S: Shell>(
     guest: &Guest<'_, S>,
     targets: &str,
 ) -> Result<Option<GuestError>, GuestError> {
-    let command = format!("dnf -y --setopt=install_weak_deps=False upgrade {targets}");
+    let command = format!("dnf -y {UPGRADE_OPTIONS} upgrade {targets}");
     let output = guest.run("dnf upgrade", &command).await?;
     Ok((!output.success()).then(|| command_failed("dnf upgrade", &output)))
 }
@@ -286,6 +307,49 @@ fn update(
     })
 }
 
+fn targets(wanted: &[PackageSpec]) -> String {
+    let targets: Vec<String> = wanted.iter().map(|spec| quote(&nevra(spec))).collect();
+    targets.join(" ")
+}
+
+/// The packages a dry-run transaction table would install or upgrade, dependencies
+/// included, as `name=version` (names without their architecture, as dnf prints them).
+fn planned_changes(plan: &str) -> Vec<PackageSpec> {
+    let mut found = Vec::new();
+    let mut in_section = false;
+    // dnf puts a name too long for its column on a line of its own.
+    let mut wrapped: Option<&str> = None;
+    for line in plan.lines() {
+        if !line.starts_with(' ') {
+            in_section = ["Installing", "Upgrading", "Reinstalling"]
+                .iter()
+                .any(|section| line.starts_with(section))
+                && line.trim_end().ends_with(':');
+            wrapped = None;
+            continue;
+        }
+        if !in_section {
+            continue;
+        }
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let (name, version) = match (wrapped.take(), words.as_slice()) {
+            (None, &[name]) => {
+                wrapped = Some(name);
+                continue;
+            }
+            (Some(name), &[_arch, version, ..]) | (None, &[name, _arch, version, ..]) => {
+                (name, version)
+            }
+            _ => continue,
+        };
+        found.push(PackageSpec {
+            name: name.to_string(),
+            version: version.to_string(),
+        });
+    }
+    found
+}
+
 /// Lines of a dry-run transaction table that would remove or downgrade packages.
 fn removals(plan: &str) -> Vec<String> {
     let mut found = Vec::new();
@@ -453,5 +517,39 @@ Remove   1 Package
 ";
         assert_eq!(removals(plan), vec!["bar".to_string()]);
         assert!(removals(&plan.replace("Removing dependent packages:", "Installing:")).is_empty());
+    }
+
+    #[test]
+    fn a_dry_run_lists_what_it_would_install_and_upgrade_wrapped_names_included() {
+        let plan = "\
+Dependencies resolved.
+================================================================================
+ Package                          Arch      Version        Repository      Size
+================================================================================
+Upgrading:
+ pk-demo-tool                     noarch    1.1-1          pk-updates     6.2 k
+ python3-software-properties-with-a-long-name
+                                  noarch    2.1-3          appstream       10 k
+Installing dependencies:
+ openssl-libs                     x86_64    1:3.0.7-27.el9 baseos         2.1 M
+Removing dependent packages:
+ bar                              x86_64    1.0-1.el9      @appstream      20 k
+
+Transaction Summary
+================================================================================
+Upgrade  2 Packages
+";
+        let planned: Vec<String> = planned_changes(plan)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            planned,
+            [
+                "pk-demo-tool=1.1-1",
+                "python3-software-properties-with-a-long-name=2.1-3",
+                "openssl-libs=1:3.0.7-27.el9"
+            ]
+        );
     }
 }

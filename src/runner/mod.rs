@@ -26,8 +26,8 @@ use tokio::time::timeout_at;
 pub use self::guest::GuestError;
 use self::guest::{Awaiting, Guest};
 use self::os_release::OsRelease;
+pub use self::packages::{BlockedPackage, PackageSpec, PackageSpecError};
 use self::packages::{InstallReport, Inventory};
-pub use self::packages::{PackageSpec, PackageSpecError};
 pub use self::ssh::SshError;
 use self::ssh::{SshSession, SshTarget};
 use crate::summary::{
@@ -80,6 +80,12 @@ pub struct RunnerArgs {
         required_if_eq("mode", "install")
     )]
     pub packages: Vec<PackageSpec>,
+
+    /// A package the install must not touch, not even as a dependency of a requested one:
+    /// `pattern` or `pattern=version` (`*` matches any run of characters); repeat the flag or
+    /// separate with commas. A requested package that needs one is not installed.
+    #[arg(long = "block", env = "PATCHKEEPER_BLOCKED", value_delimiter = ',')]
+    pub blocked: Vec<BlockedPackage>,
 
     /// When to reboot after an install.
     #[arg(
@@ -421,8 +427,12 @@ impl Run<'_> {
         let guest = Guest::new(&login.session, login.sudo, self.awaiting.clone());
         let work = async {
             match login.manager {
-                PackageManager::Apt => apt::install(&guest, &self.args.packages).await,
-                PackageManager::Dnf => dnf::install(&guest, &self.args.packages).await,
+                PackageManager::Apt => {
+                    apt::install(&guest, &self.args.packages, &self.args.blocked).await
+                }
+                PackageManager::Dnf => {
+                    dnf::install(&guest, &self.args.packages, &self.args.blocked).await
+                }
             }
         };
         let limit = self.args.install_timeout;

@@ -12,7 +12,8 @@
 #
 # The dnf flavour is a stand-in for a RHEL-family guest: the same Debian base with Debian's
 # builds of dnf 4 and rpm, an rpm database holding test packages built here with rpmbuild,
-# two local rpm repositories made with createrepo_c (one with an updateinfo of advisories),
+# two local rpm repositories made with createrepo_c (one with an updateinfo of advisories;
+# there pk-demo-tool 1.1 needs pk-demo-plain 1.1),
 # and an os-release that names the rhel family. Real dnf and rpm run; the rest of the system
 # is Debian, so dnf features that depend on the distribution (release version detection,
 # needs-restarting's view of core packages) are not exercised.
@@ -149,14 +150,15 @@ build_apt_flavour() {
 	in_root apt-get clean
 }
 
-# make_rpm NAME VERSION OUTDIR
+# make_rpm NAME VERSION OUTDIR [REQUIRES]
 make_rpm() {
-	local name=$1 version=$2 out=$3 top="$work/rpmbuild"
+	local name=$1 version=$2 out=$3 requires=${4:-} top="$work/rpmbuild"
 	mkdir -p "$top/SPECS" "$out"
 	cat >"$top/SPECS/$name-$version.spec" <<-SPEC
 		Name: $name
 		Version: $version
 		Release: 1
+		${requires:+Requires: $requires}
 		Summary: patchkeeper test package $name
 		License: Apache-2.0
 		BuildArch: noarch
@@ -176,8 +178,10 @@ build_dnf_flavour() {
 	local repo="$root/srv/pk-rpm"
 	for name in pk-demo-lib pk-demo-tool pk-demo-plain; do
 		make_rpm "$name" 1.0 "$repo/base"
-		make_rpm "$name" 1.1 "$repo/updates"
 	done
+	make_rpm pk-demo-lib 1.1 "$repo/updates"
+	make_rpm pk-demo-tool 1.1 "$repo/updates" "pk-demo-plain >= 1.1"
+	make_rpm pk-demo-plain 1.1 "$repo/updates"
 	createrepo_c -q "$repo/base"
 	createrepo_c -q "$repo/updates"
 	modifyrepo_c --mdtype=updateinfo "$here/dnf-updateinfo.xml" "$repo/updates/repodata" >/dev/null

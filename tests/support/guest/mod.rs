@@ -110,6 +110,7 @@ impl TestGuest {
             install_timeout: Duration::from_secs(180),
             reboot_timeout: Duration::from_secs(60),
             termination_message_path: self.dir.join("termination-log"),
+            blocked: Vec::new(),
         }
     }
 
