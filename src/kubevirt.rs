@@ -88,6 +88,27 @@ impl RunStrategy {
         }
     }
 
+    /// Whether KubeVirt keeps a VM with this strategy running.
+    pub fn wants_running(&self) -> bool {
+        match self {
+            Self::Running(running) => *running,
+            Self::Strategy(s) => s == RUN_STRATEGY_ALWAYS || s == "RerunOnFailure",
+        }
+    }
+
+    /// The strategy that puts a VM the operator woke back, when this was its original.
+    /// `Manual` leaves a running VM running, and so does any other strategy that neither
+    /// runs nor halts one: such a VM is stopped with `Halted` first and gets its original
+    /// strategy back once it is off.
+    pub fn stopping(&self) -> RunStrategy {
+        match self {
+            Self::Strategy(s) if !self.wants_running() && s != RUN_STRATEGY_HALTED => {
+                Self::Strategy(RUN_STRATEGY_HALTED.into())
+            }
+            _ => self.clone(),
+        }
+    }
+
     /// The JSON merge patch that sets exactly this form on a VM's spec, clearing the other.
     pub fn merge_patch(&self) -> serde_json::Value {
         match self {
@@ -173,6 +194,20 @@ impl VirtualMachineInstance {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_woken_vm_is_put_back_with_halted_unless_its_original_stops_it_by_itself() {
+        let strategy = |s: &str| RunStrategy::Strategy(s.into());
+        assert_eq!(strategy("Manual").stopping(), strategy("Halted"));
+        assert_eq!(strategy("Halted").stopping(), strategy("Halted"));
+        assert_eq!(
+            RunStrategy::Running(false).stopping(),
+            RunStrategy::Running(false)
+        );
+        assert!(strategy("RerunOnFailure").wants_running());
+        assert!(RunStrategy::Running(true).wants_running());
+        assert!(!strategy("Manual").wants_running());
+    }
 
     #[test]
     fn a_vm_without_either_form_counts_as_halted() {

@@ -624,6 +624,126 @@ async fn a_dormant_vms_compliance_turns_stale_and_never_compliant_on_old_data() 
 }
 
 #[tokio::test]
+async fn dormant_vms_are_woken_to_be_scanned_one_at_a_time_and_put_back_when_asked() {
+    let spec = json!({"assessment": {
+        "interval": "1h", "staleAfter": "72h", "wakeToScan": true, "maxConcurrentScans": 1
+    }});
+    let clock = TestClock::new(CLOCK_START, 1.0);
+    let setup = Setup::build("ret-wake-scan", spec, never_open(), clock).await;
+    let updates = (UPDATES, "openssl=3.0.15-1:Security:Critical");
+    setup.vm("sleeper-a", "Manual", &[OWNER], &[updates]).await;
+    setup.vm("sleeper-b", "Halted", &[OWNER], &[updates]).await;
+    let operator = setup.operator();
+
+    // Sampled until both are scanned and back: never two awake for scans at once.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let back = |m: &ManagedVM| {
+        let status = status(m);
+        status.scan_wake.is_none()
+            && status.power.is_some_and(|p| p.state == PowerState::Stopped)
+            && status.compliance.is_some_and(|c| c.last_scan_at.is_some())
+    };
+    loop {
+        let list = setup
+            .managed_vms()
+            .list(&ListParams::default())
+            .await
+            .unwrap();
+        let awake = list
+            .items
+            .iter()
+            .filter(|m| status(m).scan_wake.is_some())
+            .count();
+        assert!(awake <= 1, "{awake} VMs awake for scans, the limit is 1");
+        if list.items.len() == 2 && list.items.iter().all(back) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never both scanned and back; last: {:?}\noperator log:\n{}",
+            list.items
+                .iter()
+                .map(|m| (m.name_any(), &m.status))
+                .collect::<Vec<_>>(),
+            operator.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    for (name, original) in [("sleeper-a", "Manual"), ("sleeper-b", "Halted")] {
+        let vm = setup.stored_vm(name).await.unwrap();
+        assert_eq!(
+            run_strategy(&vm),
+            original,
+            "{name} got its run strategy back"
+        );
+        let managed = setup.managed_vms().get(name).await.unwrap();
+        let compliance = status(&managed).compliance.unwrap();
+        assert_eq!(compliance.missing.critical, 1, "{name} was scanned");
+        assert!(dormant_since(&managed).is_some(), "{name} is still dormant");
+        assert!(
+            !vm.annotations()
+                .contains_key("double.patchkeeper.io/installed"),
+            "a scan wake installed something on {name}"
+        );
+        let woken = setup
+            .event(name, "ManagedVM", "WakingToScan", &operator)
+            .await;
+        assert!(
+            woken.contains(&format!("run strategy was {original}")),
+            "{woken}"
+        );
+        setup
+            .event(name, "ManagedVM", "BackToSleep", &operator)
+            .await;
+    }
+    assert!(setup.install_jobs().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_dormant_vm_that_never_boots_is_put_back_unscanned() {
+    let spec = json!({"assessment": {"interval": "1h", "wakeToScan": true}});
+    // At 30 times real speed the window's default 10-minute boot timeout passes in 20 s.
+    let clock = TestClock::new(CLOCK_START, 30.0);
+    let setup = Setup::build("ret-wake-fail", spec, never_open(), clock).await;
+    setup
+        .vm("mute", "Halted", &[OWNER], &[(NEVER_REACHABLE, "true")])
+        .await;
+    let operator = setup.operator();
+
+    setup
+        .managed_until("mute", &operator, "woken to be scanned", |m| {
+            status(m).scan_wake.is_some()
+        })
+        .await;
+    setup
+        .managed_until("mute", &operator, "back to sleep", |m| {
+            let status = status(m);
+            status.scan_wake.is_none()
+                && status.power.is_some_and(|p| p.state == PowerState::Stopped)
+        })
+        .await;
+    let note = setup
+        .event("mute", "ManagedVM", "ScanWakeFailed", &operator)
+        .await;
+    assert!(note.contains("did not boot"), "{note}");
+    let vm = setup.stored_vm("mute").await.unwrap();
+    assert_eq!(run_strategy(&vm), "Halted");
+    let managed = setup.managed_vms().get("mute").await.unwrap();
+    assert!(
+        status(&managed)
+            .compliance
+            .and_then(|c| c.last_scan_at)
+            .is_none(),
+        "nothing was scanned"
+    );
+    assert!(
+        is_kept(&managed),
+        "a VM that did not boot for a scan is not retired for it"
+    );
+}
+
+#[tokio::test]
 async fn a_vm_dormant_longer_than_the_limit_is_flagged() {
     // At 60 times real speed the ten-minute limit passes in 10 s.
     let clock = TestClock::new(CLOCK_START, 60.0);

@@ -215,8 +215,11 @@ pub struct Assessment {
     #[schemars(range(min = 1, max = 1000))]
     pub max_concurrent_scans: i32,
 
-    /// Whether dormant VMs are woken just to be scanned. Default: false, they are scanned
-    /// when a window wakes them for patching.
+    /// Whether dormant VMs are woken between windows just to be scanned. When true, a
+    /// powered-off VM whose scan is due is started, scanned (nothing is installed) and put
+    /// back to its original run strategy right after, so that its compliance stays fresh;
+    /// this counts against `maxConcurrentScans`, and never happens while its window runs or
+    /// is about to open. Default: false, dormant VMs are scanned when a window wakes them.
     #[serde(default)]
     pub wake_to_scan: bool,
 }

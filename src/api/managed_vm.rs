@@ -135,6 +135,11 @@ pub struct ManagedVMStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub patch: Option<PatchProgress>,
 
+    /// Set while the operator has started this dormant VM between windows to scan it (its
+    /// baseline's `assessment.wakeToScan`); the VM is put back as soon as the scan ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan_wake: Option<ScanWake>,
+
     /// When a run last installed updates on this VM.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_patched_at: Option<Time>,
@@ -293,6 +298,29 @@ pub struct PatchProgress {
     /// While `Restoring`: how the VM's patching ended, which it keeps once it is back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<PatchOutcome>,
+}
+
+/// A dormant VM started between windows to be scanned.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ScanWake {
+    /// `Scanning` until the scan has ended (or the VM did not become reachable in time),
+    /// then `Restoring` until the VM is back to its original power state.
+    pub phase: ScanWakePhase,
+    /// When the operator started the VM.
+    pub since: Time,
+    /// The run strategy the VM had (`Halted`, `Manual`, or `running=false`), put back
+    /// after the scan.
+    pub original_run_strategy: String,
+}
+
+/// Where a scan wake stands.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+pub enum ScanWakePhase {
+    /// Started, booting or being scanned.
+    Scanning,
+    /// Being put back.
+    Restoring,
 }
 
 /// How a VM's patching ended.

@@ -1,7 +1,8 @@
 //! Assessment between windows: running VMs are scanned on their baseline's interval, with
 //! scan-only Jobs that never install anything, under a concurrency limit of their own, so
-//! that compliance stays fresh without waiting for a window. Dormant VMs are not woken for
-//! it: a window scans them when it wakes them.
+//! that compliance stays fresh without waiting for a window. Dormant VMs are scanned when a
+//! window wakes them, and woken between windows just to be scanned only when the baseline
+//! says `wakeToScan` (see [`super::scan_wake`]).
 
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::batch::v1::Job;
@@ -14,10 +15,12 @@ use serde_json::json;
 use super::context::{Context, FIELD_MANAGER, normal, warning};
 use super::error::Error;
 use super::job::{self, JobRequest, RUN_LABEL, Step, VM_LABEL};
+use super::scan_wake::{self, ScanJob};
 use super::vm_run;
 use crate::api::managed_vm::{ManagedVMStatus, PatchPhase, PowerState};
+use crate::api::window::Executor;
 use crate::api::{MaintenanceWindow, ManagedVM, PatchBaseline};
-use crate::kubevirt::VirtualMachineInstance;
+use crate::kubevirt::{VirtualMachine, VirtualMachineInstance};
 use crate::policy::approval::review_scan;
 use crate::policy::exceptions::covering;
 use crate::schedule::parse_duration;
@@ -33,6 +36,7 @@ const RUN_PREFIX: &str = "assess-";
 /// Everything one assessment step looks at.
 #[derive(Debug)]
 pub struct Target<'a> {
+    pub vm: &'a VirtualMachine,
     pub managed: &'a ManagedVM,
     pub status: &'a ManagedVMStatus,
     pub baseline: &'a PatchBaseline,
@@ -41,8 +45,9 @@ pub struct Target<'a> {
     pub labels: &'a std::collections::BTreeMap<String, String>,
 }
 
-/// Records a finished assessment scan, or starts one when it is due. Returns the status
-/// with what a recorded scan found, and when the next scan is due.
+/// Records a finished assessment scan, or starts one when it is due: on a running VM, or
+/// on a dormant one woken for it. Returns the status with what a recorded scan found, and
+/// when to look again.
 pub async fn step(
     ctx: &Context,
     target: &Target<'_>,
@@ -67,6 +72,11 @@ pub async fn step(
         let recorded = record(ctx, target, job, scan_at).await?;
         return Ok((recorded, None));
     }
+    if let Some(wake) = &target.status.scan_wake {
+        let job = wake_job(&mine, wake.since.0);
+        let next = scan_wake::follow(ctx, target, wake, job, now).await?;
+        return Ok((None, next));
+    }
     let interval = parse_duration(target.baseline.spec.assessment.interval.as_str())
         .unwrap_or(SignedDuration::from_hours(24));
     // A failed attempt also waits for the interval: a VM that cannot be scanned is not
@@ -82,24 +92,77 @@ pub async fn step(
     let limit = usize::try_from(target.baseline.spec.assessment.max_concurrent_scans)
         .unwrap_or(1)
         .max(1);
-    let running = jobs.iter().filter(|j| !is_finished(j)).count();
+    let room = busy_vms(ctx, &namespace, &jobs) < limit;
+    // A full queue is retried soon: a slot freed by another VM does not call for a look.
+    let soon = Some(now + SignedDuration::from_secs(15));
     if let Some(host) = scannable(target) {
-        if running < limit {
+        if room {
             start(ctx, target, &host, now).await?;
         }
-        // A full queue is retried soon; the Jobs ending also call for a look.
-        return Ok((
-            None,
-            Some(
-                now.saturating_add(SignedDuration::from_mins(1))
-                    .unwrap_or(now),
-            ),
-        ));
+        return Ok((None, soon));
     }
-    Ok((
-        None,
-        Some(due.max(now).saturating_add(interval).unwrap_or(now)),
-    ))
+    let excepted = exempts_from_patching(ctx, target, now);
+    match scan_wake::refusal(target, excepted, now) {
+        None if room => {
+            scan_wake::wake(ctx, target, now).await?;
+            Ok((None, soon))
+        }
+        None => Ok((None, soon)),
+        Some(reason) => {
+            tracing::debug!(vm = %name, reason, "not scanned between windows");
+            Ok((
+                None,
+                Some(due.max(now).saturating_add(interval).unwrap_or(now)),
+            ))
+        }
+    }
+}
+
+/// How far the scan Job of a scan wake begun at `since` has got.
+fn wake_job(mine: &[&Job], since: Timestamp) -> ScanJob {
+    let jobs: Vec<&&Job> = mine
+        .iter()
+        .filter(|j| scan_at(j).is_some_and(|at| at >= since))
+        .collect();
+    if jobs.iter().any(|j| is_finished(j)) {
+        ScanJob::Finished
+    } else if jobs.is_empty() {
+        ScanJob::None
+    } else {
+        ScanJob::Running
+    }
+}
+
+/// The VMs of the namespace taking a scan slot: scanned now, or woken to be scanned.
+fn busy_vms(ctx: &Context, namespace: &str, jobs: &[std::sync::Arc<Job>]) -> usize {
+    let scanning = jobs
+        .iter()
+        .filter(|j| !is_finished(j))
+        .filter_map(|j| j.labels().get(VM_LABEL).cloned());
+    let woken = ctx
+        .stores
+        .managed_vms
+        .state()
+        .into_iter()
+        .filter(|m| m.namespace().as_deref() == Some(namespace))
+        .filter(|m| m.status.as_ref().is_some_and(|s| s.scan_wake.is_some()))
+        .map(|m| m.name_any());
+    scanning
+        .chain(woken)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len()
+}
+
+fn exempts_from_patching(ctx: &Context, target: &Target<'_>, now: Timestamp) -> bool {
+    let namespace = target.managed.namespace().unwrap_or_default();
+    let exceptions: Vec<_> = ctx
+        .stores
+        .exceptions
+        .state()
+        .into_iter()
+        .filter(|e| e.namespace().as_deref() == Some(&namespace))
+        .collect();
+    super::members::exempts_from_patching(&exceptions, &target.vm.name_any(), target.labels, now)
 }
 
 /// The VM's address when it may be scanned now: running, reachable, and not in a window's
@@ -159,7 +222,16 @@ fn unrecorded<'a>(jobs: &[&'a Job]) -> Option<(&'a Job, Timestamp)> {
         .max_by_key(|(_, at)| *at)
 }
 
-async fn start(
+/// The time a scan Job may take: reaching the VM, then scanning.
+pub fn scan_deadline(executor: &Executor) -> SignedDuration {
+    [&executor.timeouts.ssh_ready, &executor.timeouts.scan]
+        .iter()
+        .filter_map(|d| parse_duration(d.as_str()).ok())
+        .fold(SignedDuration::ZERO, |sum, d| sum + d)
+}
+
+/// Starts a scan-only Job on the VM at `host`.
+pub async fn start(
     ctx: &Context,
     target: &Target<'_>,
     host: &str,
@@ -168,10 +240,7 @@ async fn start(
     let namespace = target.managed.namespace().ok_or(Error::MissingNamespace)?;
     let run = format!("{RUN_PREFIX}{}", super::run::run_id(now));
     let executor = &target.window.spec.executor;
-    let deadline = [&executor.timeouts.ssh_ready, &executor.timeouts.scan]
-        .iter()
-        .filter_map(|d| parse_duration(d.as_str()).ok())
-        .fold(SignedDuration::ZERO, |sum, d| sum + d);
+    let deadline = scan_deadline(executor);
     let request = JobRequest {
         window: &target.window.name_any(),
         run: &run,

@@ -86,8 +86,10 @@ pub fn observe(
 ) -> ManagedVMStatus {
     let state = power_state(vm);
     // The first time a VM is seen stopped, its dormancy starts then: the operator cannot
-    // know when it really stopped, and undercounting never retires a VM wrongly.
-    let dormant_since = (state == PowerState::Stopped).then(|| {
+    // know when it really stopped, and undercounting never retires a VM wrongly. A VM the
+    // operator started, to patch or to scan it, is still dormant: nobody else uses it.
+    let woken = previous.is_some_and(woken_by_operator);
+    let dormant_since = (state == PowerState::Stopped || woken).then(|| {
         previous
             .and_then(|s| s.power.as_ref())
             .and_then(|p| p.dormant_since.clone())
@@ -118,6 +120,15 @@ pub fn observe(
         baseline,
         ..ManagedVMStatus::default()
     }
+}
+
+/// Whether the operator started the VM and has not put it back yet.
+fn woken_by_operator(status: &ManagedVMStatus) -> bool {
+    let for_patching = status
+        .patch
+        .as_ref()
+        .is_some_and(|p| p.original_run_strategy.is_some());
+    for_patching || status.scan_wake.is_some()
 }
 
 fn vm_generation(_previous: Option<&ManagedVMStatus>) -> Option<i64> {
@@ -294,4 +305,67 @@ fn stalled_message(status: &ManagedVMStatus) -> String {
         .find(|c| c.type_ == "Stalled")
         .map(|c| c.message.clone())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::managed_vm::{PatchPhase, PatchProgress};
+
+    fn vm(printable_status: &str) -> VirtualMachine {
+        serde_json::from_value(json!({
+            "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+            "metadata": {"name": "db-1", "namespace": "prod"},
+            "spec": {"runStrategy": "Always"},
+            "status": {"printableStatus": printable_status},
+        }))
+        .unwrap()
+    }
+
+    fn dormant_since(status: &ManagedVMStatus) -> Option<Timestamp> {
+        status.power.as_ref()?.dormant_since.as_ref().map(|t| t.0)
+    }
+
+    fn stopped_at(at: Timestamp) -> ManagedVMStatus {
+        observe(&vm("Stopped"), None, &Coverage::Uncovered, None, at)
+    }
+
+    #[test]
+    fn a_vm_started_by_someone_else_is_no_longer_dormant() {
+        let then = Timestamp::from_second(1_800_000_000).unwrap();
+        let previous = stopped_at(then);
+        let running = observe(
+            &vm("Running"),
+            None,
+            &Coverage::Uncovered,
+            Some(&previous),
+            then,
+        );
+        assert_eq!(dormant_since(&running), None);
+    }
+
+    #[test]
+    fn a_vm_the_operator_woke_stays_dormant_since_it_was_first_seen_off() {
+        let then = Timestamp::from_second(1_800_000_000).unwrap();
+        let later = Timestamp::from_second(1_800_086_400).unwrap();
+        let mut previous = stopped_at(then);
+        previous.patch = Some(PatchProgress {
+            run: "20261208t2200z".into(),
+            phase: PatchPhase::Patching,
+            started_at: None,
+            since: None,
+            original_run_strategy: Some("Halted".into()),
+            job: None,
+            message: None,
+            outcome: None,
+        });
+        let running = observe(
+            &vm("Running"),
+            None,
+            &Coverage::Uncovered,
+            Some(&previous),
+            later,
+        );
+        assert_eq!(dormant_since(&running), Some(then));
+    }
 }

@@ -50,6 +50,8 @@ pub struct Candidate<'a> {
     pub conflict: bool,
     /// Whether an active PatchException exempts the VM from patching altogether.
     pub excepted: bool,
+    /// Whether the VM is awake between windows to be scanned.
+    pub scan_wake: bool,
 }
 
 /// One wave of the run, resolved.
@@ -154,6 +156,8 @@ fn skip_reason(candidate: &Candidate<'_>, wake: bool) -> Option<SkipReason> {
         Some(SkipReason::Conflict)
     } else if candidate.excepted {
         Some(SkipReason::Exception)
+    } else if candidate.scan_wake {
+        Some(SkipReason::Assessing)
     } else if candidate.dormant && !wake {
         Some(SkipReason::Dormant)
     } else {
@@ -192,6 +196,7 @@ mod tests {
             dormant: false,
             conflict: false,
             excepted: false,
+            scan_wake: false,
         }
     }
 
@@ -274,7 +279,7 @@ mod tests {
     }
 
     #[test]
-    fn vms_are_skipped_for_conflict_exception_and_dormancy_without_wake() {
+    fn vms_are_skipped_for_conflict_exception_scan_wake_and_dormancy_without_wake() {
         let dev = labels(&[("env", "dev")]);
         let mut spec = spec(vec![]);
         spec.dormant.wake = false;
@@ -292,6 +297,11 @@ mod tests {
                 ..candidate("c", &dev)
             },
             candidate("d", &dev),
+            Candidate {
+                dormant: true,
+                scan_wake: true,
+                ..candidate("e", &dev)
+            },
         ];
         let skips: Vec<_> = membership(&spec, &candidates)
             .members
@@ -304,7 +314,8 @@ mod tests {
                 Some(SkipReason::Conflict),
                 Some(SkipReason::Exception),
                 Some(SkipReason::Dormant),
-                None
+                None,
+                Some(SkipReason::Assessing)
             ]
         );
     }

@@ -20,6 +20,7 @@ pub mod leader;
 pub mod members;
 mod metrics;
 pub mod run;
+pub mod scan_wake;
 pub mod verdict;
 mod vm_run;
 pub mod window;

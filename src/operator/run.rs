@@ -179,6 +179,7 @@ fn candidates<'a>(
                 dormant: vm_run::is_dormant(view),
                 conflict: matches!(coverage(labels, &windows), Coverage::Conflict { .. }),
                 excepted: exempts_from_patching(&exceptions, &view.name(), labels, now),
+                scan_wake: view.status.scan_wake.is_some(),
             }
         })
         .collect()

@@ -122,6 +122,7 @@ async fn scan_between_windows(
     };
     let vmi = assessment::instance(ctx, managed);
     let target = assessment::Target {
+        vm,
         managed,
         status: &status,
         baseline,

@@ -109,7 +109,7 @@ pub async fn observe(
             // it again (setting the same run strategy twice changes nothing).
             let always = RunStrategy::Strategy(RUN_STRATEGY_ALWAYS.into());
             if view.vm.run_strategy() != always {
-                set_run_strategy(ctx, view, &always).await?;
+                set_run_strategy(ctx, &view.vm, &always).await?;
             }
             observe_waking(scope, view, &progress)
         }
@@ -166,7 +166,7 @@ fn observe_restoring(
         .as_deref()
         .map(RunStrategy::from_status_string);
     let back = match original {
-        Some(strategy) if wants_running(&strategy) => !view.is_stopped(),
+        Some(strategy) if strategy.wants_running() => !view.is_stopped(),
         Some(strategy) => view.is_stopped() && view.vm.run_strategy() == strategy,
         None => view.is_stopped(),
     };
@@ -186,20 +186,6 @@ fn observe_restoring(
     })
 }
 
-/// The run strategy that puts a woken VM back. `Manual` leaves a running VM running, and
-/// so does any other strategy that neither runs nor halts one: such a VM is stopped with
-/// `Halted` first and gets its original strategy back once it is off.
-fn stopping_strategy(original: &RunStrategy) -> RunStrategy {
-    match original {
-        RunStrategy::Strategy(s)
-            if !wants_running(original) && s != crate::kubevirt::RUN_STRATEGY_HALTED =>
-        {
-            RunStrategy::Strategy(crate::kubevirt::RUN_STRATEGY_HALTED.into())
-        }
-        _ => original.clone(),
-    }
-}
-
 /// Writes the original run strategy of a VM that was stopped with `Halted` in its place,
 /// once it is off.
 async fn give_back_original(
@@ -211,20 +197,13 @@ async fn give_back_original(
         .original_run_strategy
         .as_deref()
         .map(RunStrategy::from_status_string);
-    let Some(original) = original.filter(|o| !wants_running(o)) else {
+    let Some(original) = original.filter(|o| !o.wants_running()) else {
         return Ok(());
     };
     if view.is_stopped() && view.vm.run_strategy() != original {
-        set_run_strategy(ctx, view, &original).await?;
+        set_run_strategy(ctx, &view.vm, &original).await?;
     }
     Ok(())
-}
-
-fn wants_running(strategy: &RunStrategy) -> bool {
-    match strategy {
-        RunStrategy::Running(running) => *running,
-        RunStrategy::Strategy(s) => s == RUN_STRATEGY_ALWAYS || s == "RerunOnFailure",
-    }
 }
 
 async fn observe_patching(
@@ -465,7 +444,7 @@ pub async fn wake(ctx: &Context, scope: &RunScope<'_>, view: &mut VmView) -> Res
     record(ctx, scope, view, progress, None).await?;
     set_run_strategy(
         ctx,
-        view,
+        &view.vm,
         &RunStrategy::Strategy(RUN_STRATEGY_ALWAYS.into()),
     )
     .await?;
@@ -541,7 +520,7 @@ pub async fn restore(ctx: &Context, scope: &RunScope<'_>, view: &mut VmView) -> 
     };
     record(ctx, scope, view, next, None).await?;
     let original = RunStrategy::from_status_string(&original);
-    set_run_strategy(ctx, view, &stopping_strategy(&original)).await
+    set_run_strategy(ctx, &view.vm, &original.stopping()).await
 }
 
 async fn stop_job(ctx: &Context, view: &VmView, job: Option<&str>) -> Result<(), Error> {
@@ -560,19 +539,24 @@ async fn stop_job(ctx: &Context, view: &VmView, job: Option<&str>) -> Result<(),
     }
 }
 
-async fn set_run_strategy(
+/// Writes a VM's run strategy, with the operator's field manager.
+pub async fn set_run_strategy(
     ctx: &Context,
-    view: &VmView,
+    vm: &VirtualMachine,
     strategy: &RunStrategy,
 ) -> Result<(), Error> {
-    let namespace = view.vm.namespace().ok_or(Error::MissingNamespace)?;
+    let namespace = vm.namespace().ok_or(Error::MissingNamespace)?;
     let api: Api<VirtualMachine> = Api::namespaced(ctx.client.clone(), &namespace);
     let params = PatchParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..PatchParams::default()
     };
-    api.patch(&view.name(), &params, &Patch::Merge(strategy.merge_patch()))
-        .await?;
+    api.patch(
+        &vm.name_any(),
+        &params,
+        &Patch::Merge(strategy.merge_patch()),
+    )
+    .await?;
     Ok(())
 }
 

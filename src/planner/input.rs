@@ -118,6 +118,8 @@ pub enum SkipReason {
     Conflict,
     /// It is powered off and the window does not wake dormant VMs.
     Dormant,
+    /// It was woken between windows to be scanned; it joins the run once it is back.
+    Assessing,
 }
 
 /// How far a VM got in this run.

@@ -97,12 +97,14 @@ pub struct SkippedCounts {
     pub conflict: u32,
     /// Powered off, and the window does not wake dormant VMs.
     pub dormant: u32,
+    /// Woken between windows to be scanned, not back yet.
+    pub assessing: u32,
 }
 
 impl SkippedCounts {
     /// All skipped VMs.
     pub fn total(&self) -> u32 {
-        self.retire + self.exception + self.conflict + self.dormant
+        self.retire + self.exception + self.conflict + self.dormant + self.assessing
     }
 
     /// The count for one reason.
@@ -112,6 +114,7 @@ impl SkippedCounts {
             SkipReason::Exception => self.exception,
             SkipReason::Conflict => self.conflict,
             SkipReason::Dormant => self.dormant,
+            SkipReason::Assessing => self.assessing,
         }
     }
 
@@ -121,6 +124,7 @@ impl SkippedCounts {
             SkipReason::Exception => self.exception += 1,
             SkipReason::Conflict => self.conflict += 1,
             SkipReason::Dormant => self.dormant += 1,
+            SkipReason::Assessing => self.assessing += 1,
         }
     }
 }

@@ -490,6 +490,7 @@ fn skipped_vms_are_reported_not_touched() {
         exception: 1,
         conflict: 1,
         dormant: 0,
+        assessing: 0,
     };
     assert_eq!(plan.counts.skipped, expected);
     assert_eq!(plan.result, Some(RunResult::Succeeded));

@@ -64,6 +64,7 @@ fn skip_reason() -> impl Strategy<Value = Option<SkipReason>> {
         Just(SkipReason::Exception),
         Just(SkipReason::Conflict),
         Just(SkipReason::Dormant),
+        Just(SkipReason::Assessing),
     ];
     prop_oneof![8 => Just(None), 1 => reason.prop_map(Some)]
 }
