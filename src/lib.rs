@@ -3,6 +3,7 @@
 //! flags for retirement the VMs that are not worth patching.
 
 pub mod api;
+pub mod calendar;
 pub mod clock;
 pub mod kubevirt;
 pub mod operator;

@@ -27,6 +27,8 @@ enum Command {
     /// Report how the fleet stands: compliance, retirement candidates, missing critical
     /// updates, exceptions running out, and VMs no window patches.
     Report(patchkeeper::report::ReportArgs),
+    /// Show when the MaintenanceWindows in manifests open next, in their time zones.
+    Windows(patchkeeper::calendar::WindowsArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -116,6 +118,7 @@ fn main() -> ExitCode {
         Command::Crd => print_crds(),
         Command::Runner(args) => patchkeeper::runner::main(*args),
         Command::Report(args) => patchkeeper::report::main(args),
+        Command::Windows(args) => patchkeeper::calendar::main(args),
     }
 }
 

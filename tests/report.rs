@@ -294,3 +294,68 @@ contexts:
     user: nobody
 current-context: nowhere
 ";
+
+/// Runs `patchkeeper windows` with these arguments and this standard input.
+fn run_windows(args: &[&str], stdin: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_patchkeeper"))
+        .arg("windows")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the patchkeeper binary");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test]
+async fn windows_shows_the_next_openings_of_what_kubectl_reads_from_the_cluster() {
+    testbed().install_crds();
+    let ns = TestNamespace::create("windows-cli").await;
+    for sample in [
+        "samples/window-dev-nightly.yaml",
+        "samples/window-production-patch-tuesday.yaml",
+    ] {
+        testbed().kubectl(&["apply", "--server-side", "-n", &ns.name, "-f", sample]);
+    }
+    let listed = testbed().kubectl(&["get", "maintenancewindows", "-n", &ns.name, "-o", "yaml"]);
+
+    let output = run_windows(
+        &["-f", "-", "--count", "2", "--after", "2026-12-01T00:00:00Z"],
+        &listed,
+    );
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(text.contains(&format!("{}/dev-nightly", ns.name)), "{text}");
+    assert!(text.contains("Tue 2026-12-08 22:00 EST -05:00"), "{text}");
+    assert!(text.contains("Tue 2027-01-12 22:00 EST -05:00"), "{text}");
+    assert!(text.contains("Tue 2026-12-01 02:00 CET +01:00"), "{text}");
+}
+
+#[test]
+fn windows_fails_naming_the_field_of_a_timing_the_operator_would_refuse() {
+    let output = run_windows(
+        &[
+            "-f",
+            "tests/invalid-for-operator/window-unknown-time-zone.yaml",
+        ],
+        "",
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("timeZone: unknown time zone \"Europe/Atlantis\""),
+        "{stderr}"
+    );
+}

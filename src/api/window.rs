@@ -7,6 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{CountOrPercent, Duration, LocalRef, conditions_schema};
+use crate::schedule::{WindowError, WindowTiming};
 
 /// When the VMs it selects are patched, how fast, and against which baseline.
 #[derive(CustomResource, KubeSchema, Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -120,6 +121,20 @@ pub struct MaintenanceWindowSpec {
 
     /// How the patch Jobs are run.
     pub executor: Executor,
+}
+
+impl MaintenanceWindowSpec {
+    /// The window's schedule, zone, duration and cutoff, checked and combined; a missing
+    /// cutoff is `0s`. This is the check the operator makes before it touches any VM.
+    pub fn timing(&self) -> Result<WindowTiming, WindowError> {
+        let cutoff = self.cutoff.as_ref().map_or("0s", |c| c.as_str());
+        WindowTiming::parse(
+            &self.schedule,
+            &self.time_zone,
+            self.duration.as_str(),
+            cutoff,
+        )
+    }
 }
 
 fn default_time_zone() -> String {

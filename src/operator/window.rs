@@ -39,20 +39,9 @@ pub enum Assessment {
     },
 }
 
-/// Parses the window's timing, the part of the spec CEL cannot check.
-pub fn timing(spec: &MaintenanceWindowSpec) -> Result<WindowTiming, crate::schedule::WindowError> {
-    let cutoff = spec.cutoff.as_ref().map(|c| c.as_str()).unwrap_or("0s");
-    WindowTiming::parse(
-        &spec.schedule,
-        &spec.time_zone,
-        spec.duration.as_str(),
-        cutoff,
-    )
-}
-
 /// Where the window stands at `now`.
 pub fn assess(spec: &MaintenanceWindowSpec, baseline_exists: bool, now: Timestamp) -> Assessment {
-    let timing = match timing(spec) {
+    let timing = match spec.timing() {
         Ok(timing) => timing,
         Err(error) => {
             return Assessment::Stalled {
