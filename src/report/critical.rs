@@ -3,8 +3,11 @@
 use jiff::Timestamp;
 use serde::Serialize;
 
-use super::fleet::FleetVm;
+use super::fleet::{Fleet, FleetVm};
 use crate::api::baseline::{Classification, Severity};
+use crate::api::managed_vm::PendingUpdate;
+use crate::policy::approval::review_pending;
+use crate::policy::exceptions::{Coverage, is_active};
 
 /// How many of the oldest missing critical updates the report lists.
 pub const LISTED: usize = 10;
@@ -35,11 +38,14 @@ pub struct MissingCriticalUpdate {
     pub age_seconds: i64,
 }
 
-/// The critical updates that the VMs' last scans found pending, oldest first.
-pub(super) fn oldest(vms: &[FleetVm], now: Timestamp) -> CriticalUpdates {
+/// The critical updates that the VMs' last scans found pending and their baselines want
+/// installed (approved, or soaking), oldest first. Updates a baseline rejects or leaves out,
+/// and packages a PatchException holds back, are not missing: the VM's compliance does not
+/// count them either.
+pub(super) fn oldest(vms: &[FleetVm], fleet: &Fleet, now: Timestamp) -> CriticalUpdates {
     let mut missing: Vec<MissingCriticalUpdate> = vms
         .iter()
-        .flat_map(|vm| missing_critical(vm, now))
+        .flat_map(|vm| missing_critical(vm, fleet, now))
         .collect();
     missing.sort_by(|a, b| age_order(a).cmp(&age_order(b)));
     let total = missing.len();
@@ -60,7 +66,7 @@ fn age_order(update: &MissingCriticalUpdate) -> (Timestamp, &str, &str, &str) {
     )
 }
 
-fn missing_critical(vm: &FleetVm, now: Timestamp) -> Vec<MissingCriticalUpdate> {
+fn missing_critical(vm: &FleetVm, fleet: &Fleet, now: Timestamp) -> Vec<MissingCriticalUpdate> {
     let compliance = vm
         .managed
         .status
@@ -69,7 +75,15 @@ fn missing_critical(vm: &FleetVm, now: Timestamp) -> Vec<MissingCriticalUpdate> 
     let pending = compliance
         .map(|c| c.pending_updates.as_slice())
         .unwrap_or_default();
-    let critical = pending.iter().filter(|u| u.severity == Severity::Critical);
+    let wanted = wanted(vm, fleet, pending, now);
+    let critical = pending
+        .iter()
+        .filter(|u| u.severity == Severity::Critical)
+        .filter(|u| {
+            wanted
+                .as_ref()
+                .is_none_or(|w| w.contains(&(u.name.as_str(), u.version.as_str())))
+        });
     let missing = critical.map(|update| MissingCriticalUpdate {
         namespace: vm.namespace.clone(),
         vm: vm.name.clone(),
@@ -82,9 +96,65 @@ fn missing_critical(vm: &FleetVm, now: Timestamp) -> Vec<MissingCriticalUpdate> 
     missing.collect()
 }
 
+/// The pending updates the VM's baseline wants installed, as `(name, version)`; `None`
+/// when the baseline is not in the fleet or cannot be read, in which case every pending
+/// update is listed rather than none.
+fn wanted<'a>(
+    vm: &FleetVm,
+    fleet: &Fleet,
+    pending: &'a [PendingUpdate],
+    now: Timestamp,
+) -> Option<Vec<(&'a str, &'a str)>> {
+    let baseline = fleet.baselines.iter().find(|b| {
+        b.metadata.namespace.as_deref() == Some(vm.namespace.as_str())
+            && vm.baseline.as_deref() == b.metadata.name.as_deref()
+    })?;
+    let applying = vm
+        .managed
+        .status
+        .as_ref()
+        .map(|s| s.exceptions.as_slice())
+        .unwrap_or_default();
+    let coverage = Coverage {
+        active: fleet
+            .exceptions
+            .iter()
+            .filter(|e| e.metadata.namespace.as_deref() == Some(vm.namespace.as_str()))
+            .filter(|e| {
+                e.metadata
+                    .name
+                    .as_ref()
+                    .is_some_and(|n| applying.contains(n))
+            })
+            .filter(|e| is_active(e, now))
+            .collect(),
+        ..Coverage::default()
+    };
+    let review = review_pending(
+        &baseline.spec.approval,
+        pending,
+        &coverage.held_packages(),
+        now,
+    )
+    .ok()?;
+    let wanted = pending.iter().filter(|update| {
+        review.updates.iter().any(|reviewed| {
+            reviewed.is_wanted()
+                && reviewed.update.name == update.name
+                && reviewed.update.version == update.version
+        })
+    });
+    Some(
+        wanted
+            .map(|u| (u.name.as_str(), u.version.as_str()))
+            .collect(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::baseline::RetirementAction;
     use crate::report::fixtures::*;
     use crate::report::fleet::FleetReport;
 
@@ -116,6 +186,45 @@ mod tests {
                 .pending("vim", Severity::Unspecified, days_ago(90)),
         ]);
         assert_eq!(critical_of(&fleet), CriticalUpdates::default());
+    }
+
+    #[test]
+    fn updates_the_baseline_rejects_or_an_exception_holds_back_are_not_missing() {
+        let mut standard = baseline("team-a", "standard", RetirementAction::Flag);
+        standard.spec.approval.rejected_packages =
+            vec![serde_json::from_value(serde_json::json!({"name": "linux-image-*"})).unwrap()];
+        let mut freeze = exception("team-a", "openssl-freeze", days_from_now(5));
+        freeze.spec.packages = vec![crate::api::common::PackagePattern::new("openssl")];
+        let mut web = vm("team-a", "web")
+            .pending("openssl", Severity::Critical, days_ago(9))
+            .pending("linux-image-amd64", Severity::Critical, days_ago(8))
+            .pending("glibc", Severity::Critical, days_ago(7));
+        web.status_mut().exceptions = vec!["openssl-freeze".into()];
+        let fleet = Fleet {
+            baselines: vec![standard],
+            exceptions: vec![freeze],
+            ..fleet_of(vec![web])
+        };
+
+        let critical = critical_of(&fleet);
+        let listed: Vec<_> = critical.oldest.iter().map(|u| u.package.as_str()).collect();
+        assert_eq!(listed, ["glibc"]);
+        assert_eq!(critical.total, 1);
+    }
+
+    #[test]
+    fn an_expired_exception_holds_nothing_back() {
+        let standard = baseline("team-a", "standard", RetirementAction::Flag);
+        let mut freeze = exception("team-a", "openssl-freeze", days_ago(1));
+        freeze.spec.packages = vec![crate::api::common::PackagePattern::new("openssl")];
+        let mut web = vm("team-a", "web").pending("openssl", Severity::Critical, days_ago(9));
+        web.status_mut().exceptions = vec!["openssl-freeze".into()];
+        let fleet = Fleet {
+            baselines: vec![standard],
+            exceptions: vec![freeze],
+            ..fleet_of(vec![web])
+        };
+        assert_eq!(critical_of(&fleet).total, 1);
     }
 
     #[test]

@@ -63,7 +63,7 @@ impl FleetReport {
             by_namespace: tally::by_namespace(&vms),
             by_baseline: tally::by_baseline(&vms, &fleet.baselines),
             retirement_candidates: retirement::candidates(&vms),
-            critical_updates: critical::oldest(&vms, now),
+            critical_updates: critical::oldest(&vms, fleet, now),
             exceptions: exceptions::report(&fleet.exceptions, now, expiring_within),
             coverage: coverage::report(&vms),
         }
