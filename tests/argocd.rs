@@ -19,7 +19,7 @@ use patchkeeper::operator::conditions::Standing;
 use serde_json::{Value, json};
 use support::doubles::kubelet::KubeletDouble;
 use support::doubles::kubevirt::KubevirtDouble;
-use support::doubles::scenario::{FAIL, PATCH_SECONDS, UPDATES};
+use support::doubles::scenario::{BOOT_SECONDS, FAIL, PATCH_SECONDS, UPDATES};
 use support::kubevirt::{install_kubevirt_crds, virtual_machine, vm_api};
 use support::{TestNamespace, testbed};
 
@@ -192,7 +192,18 @@ impl Scene {
 
     /// A running VM labelled for the test windows, scripted by `annotations`.
     async fn vm(&self, name: &str, labels: &[(&str, &str)], annotations: &[(&str, &str)]) {
-        let mut vm = virtual_machine(name, "Always", annotations);
+        self.vm_run_by(name, "Always", labels, annotations).await;
+    }
+
+    /// Creates a VirtualMachine with the given run strategy.
+    async fn vm_run_by(
+        &self,
+        name: &str,
+        run_strategy: &str,
+        labels: &[(&str, &str)],
+        annotations: &[(&str, &str)],
+    ) {
+        let mut vm = virtual_machine(name, run_strategy, annotations);
         vm.metadata.labels = Some(
             labels
                 .iter()
@@ -462,6 +473,34 @@ async fn a_vm_being_patched_is_progressing() {
     assert!(
         patching.message.starts_with("patch run 20261208t2200z"),
         "{patching:?}"
+    );
+    scene.health_becomes("ManagedVM", "vm-a", "Healthy").await;
+}
+
+#[tokio::test]
+async fn a_dormant_vm_woken_to_be_scanned_is_progressing() {
+    let mut scene = Scene::new("argo-scan-wake").await;
+    let _kubevirt = KubevirtDouble::start(scene.client.clone(), Some(&scene.ns.name));
+    let _kubelet = KubeletDouble::start(scene.client.clone(), Some(&scene.ns.name));
+    let mut wakes = baseline("dev", json!({}));
+    wakes["spec"]["assessment"] = json!({"wakeToScan": true});
+    scene.apply(wakes).await;
+    let slow = [(BOOT_SECONDS, "8")];
+    scene
+        .vm_run_by("vm-a", "Halted", &[("env", "dev")], &slow)
+        .await;
+    // New Year's morning: far from the operator's clock, so the window is not about to open.
+    let mut yearly = window("yearly", "dev", json!({}));
+    yearly["spec"]["schedule"] = json!("0 3 1 1 *");
+    scene.apply(yearly).await;
+    scene.start_operator();
+
+    let woken = scene
+        .health_becomes_with("ManagedVM", "vm-a", "Progressing", "woken between windows")
+        .await;
+    assert_eq!(
+        woken.message,
+        "woken between windows to be scanned: Scanning"
     );
     scene.health_becomes("ManagedVM", "vm-a", "Healthy").await;
 }

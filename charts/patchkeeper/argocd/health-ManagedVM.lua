@@ -1,7 +1,7 @@
 -- Argo CD health of a patchkeeper ManagedVM, the operator's record of one VirtualMachine
 -- (Argo CD shows it under the VM it belongs to). A VM flagged for retirement, or one two
--- windows fight over, is Degraded; a VM being patched is Progressing. Runs in Argo CD's Lua
--- 5.1 with `obj` set to the live object; returns `hs`.
+-- windows fight over, is Degraded; a VM being patched, or woken to be scanned, is
+-- Progressing. Runs in Argo CD's Lua 5.1 with `obj` set to the live object; returns `hs`.
 local hs = { status = "Progressing", message = "waiting for the operator's first inventory" }
 local status = obj.status
 if status == nil then
@@ -32,6 +32,8 @@ elseif holds("Retire") then
   hs.message = "flagged for retirement: " .. said("Retire")
 elseif phase ~= nil and phase ~= "Done" and phase ~= "Failed" then
   hs.message = "patch run " .. (status.patch.run or "") .. ": " .. phase
+elseif status.scanWake ~= nil then
+  hs.message = "woken between windows to be scanned: " .. (status.scanWake.phase or "")
 elseif holds("Reconciling") then
   hs.message = said("Reconciling")
 elseif holds("Ready") then
