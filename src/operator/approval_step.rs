@@ -37,13 +37,7 @@ pub fn decide(
     scan: &RunSummary,
 ) -> Result<ScanDecision, String> {
     let namespace = view.managed.namespace().unwrap_or_default();
-    let exceptions: Vec<_> = ctx
-        .stores
-        .exceptions
-        .state()
-        .into_iter()
-        .filter(|e| e.namespace().as_deref() == Some(&namespace))
-        .collect();
+    let exceptions = ctx.exceptions_in(&namespace);
     let coverage = covering(
         exceptions.iter().map(AsRef::as_ref),
         &view.name(),
@@ -133,13 +127,7 @@ pub fn compliance_after_install(
         .cloned()
         .collect();
     let namespace = view.managed.namespace().unwrap_or_default();
-    let exceptions: Vec<_> = ctx
-        .stores
-        .exceptions
-        .state()
-        .into_iter()
-        .filter(|e| e.namespace().as_deref() == Some(&namespace))
-        .collect();
+    let exceptions = ctx.exceptions_in(&namespace);
     let coverage = covering(
         exceptions.iter().map(AsRef::as_ref),
         &view.name(),

@@ -155,13 +155,7 @@ fn busy_vms(ctx: &Context, namespace: &str, jobs: &[std::sync::Arc<Job>]) -> usi
 
 fn exempts_from_patching(ctx: &Context, target: &Target<'_>, now: Timestamp) -> bool {
     let namespace = target.managed.namespace().unwrap_or_default();
-    let exceptions: Vec<_> = ctx
-        .stores
-        .exceptions
-        .state()
-        .into_iter()
-        .filter(|e| e.namespace().as_deref() == Some(&namespace))
-        .collect();
+    let exceptions = ctx.exceptions_in(&namespace);
     super::members::exempts_from_patching(&exceptions, &target.vm.name_any(), target.labels, now)
 }
 
@@ -297,13 +291,7 @@ async fn record(
         mark_recorded(ctx, job).await?;
         return Ok(None);
     };
-    let exceptions: Vec<_> = ctx
-        .stores
-        .exceptions
-        .state()
-        .into_iter()
-        .filter(|e| e.namespace().as_deref() == Some(&namespace))
-        .collect();
+    let exceptions = ctx.exceptions_in(&namespace);
     let coverage = covering(
         exceptions.iter().map(AsRef::as_ref),
         &target.managed.name_any(),

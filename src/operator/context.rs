@@ -81,6 +81,16 @@ impl Context {
         self.settings.clock
     }
 
+    /// The PatchExceptions of a namespace, from the cache.
+    pub fn exceptions_in(&self, namespace: &str) -> Vec<Arc<PatchException>> {
+        self.stores
+            .exceptions
+            .state()
+            .into_iter()
+            .filter(|e| e.namespace().as_deref() == Some(namespace))
+            .collect()
+    }
+
     /// Publishes an Event on `object`. An Event that cannot be written is logged, never
     /// fatal: Events tell the story, they do not drive it.
     pub async fn publish<K: Resource<DynamicType = ()>>(&self, object: &K, event: Event) {

@@ -161,13 +161,7 @@ fn candidates<'a>(
         .into_iter()
         .filter(|w| w.namespace().as_deref() == Some(&namespace))
         .collect();
-    let exceptions: Vec<_> = ctx
-        .stores
-        .exceptions
-        .state()
-        .into_iter()
-        .filter(|e| e.namespace().as_deref() == Some(&namespace))
-        .collect();
+    let exceptions = ctx.exceptions_in(&namespace);
     views
         .iter()
         .map(|view| {

@@ -62,13 +62,7 @@ pub async fn reconcile(managed: Arc<ManagedVM>, ctx: Arc<Context>) -> Result<Act
             .baselines
             .get(&ObjectRef::new(b).within(&namespace))
     });
-    let exceptions: Vec<_> = ctx
-        .stores
-        .exceptions
-        .state()
-        .into_iter()
-        .filter(|e| e.namespace().as_deref() == Some(&namespace))
-        .collect();
+    let exceptions = ctx.exceptions_in(&namespace);
     let now = ctx.clock().now();
 
     let (status, next_scan) =
