@@ -666,7 +666,7 @@ show_exceptions() {
 }
 
 show_failures() {
-	heading "A VM whose every run fails (flagged for retirement after 3 failed runs in a row)"
+	heading "A VM whose every run fails: each failed run is counted, and 3 in a row flag it for retirement"
 	show kubectl get managedvm -n shop-prod search-1 -o custom-columns='NAME:.metadata.name,PHASE:.status.patch.phase,LAST RUN:.status.history[0].result,CONSECUTIVE FAILURES:.status.consecutiveFailures'
 	echo
 	show kubectl get events -n shop-prod --field-selector involvedObject.kind=ManagedVM,involvedObject.name=search-1,type=Warning
