@@ -505,6 +505,24 @@ async fn a_dormant_vm_woken_to_be_scanned_is_progressing() {
     scene.health_becomes("ManagedVM", "vm-a", "Healthy").await;
 }
 
+#[test]
+fn a_vm_put_back_before_it_was_patched_is_out_of_the_run() {
+    // The status the operator leaves on a woken VM that a halted run put back unpatched.
+    let put_back = json!({
+        "apiVersion": "patchkeeper.io/v1alpha1", "kind": "ManagedVM",
+        "metadata": {"name": "vm-a", "generation": 1},
+        "status": {
+            "observedGeneration": 1,
+            "conditions": [{"type": "Ready", "status": "True", "reason": "Covered",
+                            "message": "patched by window nightly against baseline dev"}],
+            "patch": {"run": "20261208t2200z", "phase": "Waiting", "outcome": "NotPatched",
+                      "message": "back to its original power state"},
+        }
+    });
+    let vm = health("ManagedVM", &put_back);
+    assert_eq!(vm.status, "Healthy", "{vm:?}");
+}
+
 #[tokio::test]
 async fn a_vm_flagged_for_retirement_is_degraded() {
     let mut scene = Scene::new("argo-retire").await;

@@ -30,7 +30,9 @@ if holds("Stalled") then
 elseif holds("Retire") then
   hs.status = "Degraded"
   hs.message = "flagged for retirement: " .. said("Retire")
-elseif phase ~= nil and phase ~= "Done" and phase ~= "Failed" then
+-- A VM put back before it was patched (the run halted or passed its cutoff) is `Waiting`
+-- with its outcome: it is out of the run, not in it.
+elseif phase ~= nil and phase ~= "Done" and phase ~= "Failed" and phase ~= "Waiting" then
   hs.message = "patch run " .. (status.patch.run or "") .. ": " .. phase
 elseif status.scanWake ~= nil then
   hs.message = "woken between windows to be scanned: " .. (status.scanWake.phase or "")
