@@ -25,7 +25,7 @@ use super::context::{Context, normal, warning};
 use super::error::Error;
 use super::vm_run::set_run_strategy;
 use crate::api::ManagedVM;
-use crate::api::managed_vm::{Decision, ScanWake, ScanWakePhase};
+use crate::api::managed_vm::{Decision, PatchPhase, ScanWake, ScanWakePhase};
 use crate::kubevirt::{RUN_STRATEGY_ALWAYS, RunStrategy};
 use crate::schedule::parse_duration;
 
@@ -140,9 +140,7 @@ pub fn refusal(target: &Target<'_>, excepted: bool, now: Timestamp) -> Option<&'
     let in_run = target.status.patch.as_ref().is_some_and(|p| {
         !matches!(
             p.phase,
-            crate::api::managed_vm::PatchPhase::Done
-                | crate::api::managed_vm::PatchPhase::Failed
-                | crate::api::managed_vm::PatchPhase::Waiting
+            PatchPhase::Done | PatchPhase::Failed | PatchPhase::Waiting
         )
     });
     let retired = target
@@ -176,8 +174,8 @@ fn stopped(target: &Target<'_>) -> bool {
 
 /// The longest a scan wake can last: the boot, then the scan Job.
 fn budget(target: &Target<'_>) -> SignedDuration {
-    let seen = timeouts(target);
-    seen.0 + seen.1 + SLACK
+    let (boot, scan) = timeouts(target);
+    boot + scan + SLACK
 }
 
 /// The window's boot timeout, and the scan Job's deadline.
