@@ -134,6 +134,9 @@ fn wake_job(mine: &[&Job], since: Timestamp) -> ScanJob {
 }
 
 /// The VMs of the namespace taking a scan slot: scanned now, or woken to be scanned.
+///
+/// Limitation: read from the caches, which lag the operator's own writes by a moment, so
+/// VMs decided at the same instant may both take the last slot.
 fn busy_vms(ctx: &Context, namespace: &str, jobs: &[std::sync::Arc<Job>]) -> usize {
     let scanning = jobs
         .iter()

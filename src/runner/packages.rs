@@ -161,6 +161,9 @@ pub fn blocked_in(planned: &[PackageSpec], blocked: &[BlockedPackage]) -> Vec<St
 /// The whole request is simulated first; only when it touches a blocked package is each
 /// package simulated on its own to find the ones that need it. If what is left still
 /// touches one together, nothing is installed.
+///
+/// Limitation: packages that touch a blocked package only together fail the whole install
+/// rather than being split into sets that install.
 pub async fn screen<F>(
     wanted: Vec<PackageSpec>,
     blocked: &[BlockedPackage],
