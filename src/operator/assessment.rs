@@ -4,6 +4,8 @@
 //! window wakes them, and woken between windows just to be scanned only when the baseline
 //! says `wakeToScan` (see [`super::scan_wake`]).
 
+use std::collections::BTreeSet;
+
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -92,22 +94,26 @@ pub async fn step(
     let limit = usize::try_from(target.baseline.spec.assessment.max_concurrent_scans)
         .unwrap_or(1)
         .max(1);
-    let room = busy_vms(ctx, &namespace, &jobs) < limit;
+    let take_slot = || {
+        ctx.scan_slots
+            .take(&namespace, &name, busy_vms(ctx, &namespace, &jobs), limit)
+    };
     // A full queue is retried soon: a slot freed by another VM does not call for a look.
     let soon = Some(now + SignedDuration::from_secs(15));
     if let Some(host) = scannable(target) {
-        if room {
+        if take_slot() {
             start(ctx, target, &host, now).await?;
         }
         return Ok((None, soon));
     }
     let excepted = exempts_from_patching(ctx, target, now);
     match scan_wake::refusal(target, excepted, now) {
-        None if room => {
-            scan_wake::wake(ctx, target, now).await?;
+        None => {
+            if take_slot() {
+                scan_wake::wake(ctx, target, now).await?;
+            }
             Ok((None, soon))
         }
-        None => Ok((None, soon)),
         Some(reason) => {
             tracing::debug!(vm = %name, reason, "not scanned between windows");
             Ok((
@@ -115,6 +121,52 @@ pub async fn step(
                 Some(due.max(now).saturating_add(interval).unwrap_or(now)),
             ))
         }
+    }
+}
+
+/// How long a slot taken here counts by itself: by then the caches show the Job or the scan
+/// wake that took it.
+const CLAIM_LIFETIME: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The scan slots this process has taken lately. The caches lag the operator's own writes,
+/// and VMs are reconciled side by side, so counting busy VMs from the caches alone lets two
+/// VMs decided at the same moment both take the last slot; the slots taken here are
+/// counted too, under one lock, until the caches have caught up.
+#[derive(Debug, Default)]
+pub struct ScanSlots(std::sync::Mutex<Vec<Claim>>);
+
+#[derive(Debug)]
+struct Claim {
+    namespace: String,
+    vm: String,
+    at: std::time::Instant,
+}
+
+impl ScanSlots {
+    /// Takes a slot for `vm` if fewer than `limit` VMs of the namespace hold one: those in
+    /// `busy` (from the caches) and those that took one here lately.
+    pub fn take(&self, namespace: &str, vm: &str, busy: BTreeSet<String>, limit: usize) -> bool {
+        let now = std::time::Instant::now();
+        let Ok(mut claims) = self.0.lock() else {
+            return false;
+        };
+        claims.retain(|c| now.duration_since(c.at) < CLAIM_LIFETIME);
+        let mut holders = busy;
+        holders.extend(
+            claims
+                .iter()
+                .filter(|c| c.namespace == namespace)
+                .map(|c| c.vm.clone()),
+        );
+        if holders.contains(vm) || holders.len() >= limit {
+            return false;
+        }
+        claims.push(Claim {
+            namespace: namespace.to_string(),
+            vm: vm.to_string(),
+            at: now,
+        });
+        true
     }
 }
 
@@ -133,11 +185,9 @@ fn wake_job(mine: &[&Job], since: Timestamp) -> ScanJob {
     }
 }
 
-/// The VMs of the namespace taking a scan slot: scanned now, or woken to be scanned.
-///
-/// Limitation: read from the caches, which lag the operator's own writes by a moment, so
-/// VMs decided at the same instant may both take the last slot.
-fn busy_vms(ctx: &Context, namespace: &str, jobs: &[std::sync::Arc<Job>]) -> usize {
+/// The VMs of the namespace the caches show taking a scan slot: scanned now, or woken to
+/// be scanned.
+fn busy_vms(ctx: &Context, namespace: &str, jobs: &[std::sync::Arc<Job>]) -> BTreeSet<String> {
     let scanning = jobs
         .iter()
         .filter(|j| !is_finished(j))
@@ -150,10 +200,7 @@ fn busy_vms(ctx: &Context, namespace: &str, jobs: &[std::sync::Arc<Job>]) -> usi
         .filter(|m| m.namespace().as_deref() == Some(namespace))
         .filter(|m| m.status.as_ref().is_some_and(|s| s.scan_wake.is_some()))
         .map(|m| m.name_any());
-    scanning
-        .chain(woken)
-        .collect::<std::collections::BTreeSet<_>>()
-        .len()
+    scanning.chain(woken).collect()
 }
 
 fn exempts_from_patching(ctx: &Context, target: &Target<'_>, now: Timestamp) -> bool {
@@ -405,4 +452,39 @@ pub fn instance(
     ctx.stores
         .vmis
         .get(&ObjectRef::new(&managed.name_any()).within(&managed.namespace()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn busy(vms: &[&str]) -> BTreeSet<String> {
+        vms.iter().map(|vm| vm.to_string()).collect()
+    }
+
+    #[test]
+    fn a_slot_taken_counts_before_the_caches_show_it() {
+        let slots = ScanSlots::default();
+        assert!(slots.take("prod", "a", busy(&[]), 1));
+        assert!(
+            !slots.take("prod", "b", busy(&[]), 1),
+            "the caches do not show a yet"
+        );
+        assert!(
+            slots.take("dev", "c", busy(&[]), 1),
+            "another namespace has its own"
+        );
+    }
+
+    #[test]
+    fn the_caches_and_the_slots_taken_here_count_each_vm_once() {
+        let slots = ScanSlots::default();
+        assert!(slots.take("prod", "a", busy(&[]), 2));
+        assert!(slots.take("prod", "b", busy(&["a"]), 2));
+        assert!(!slots.take("prod", "c", busy(&["a", "b"]), 2));
+        assert!(
+            !slots.take("prod", "a", busy(&[]), 5),
+            "a holds its slot already"
+        );
+    }
 }

@@ -66,6 +66,8 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<super::metrics::Metrics>,
     pub listed: Arc<Listed>,
+    /// Scan slots taken by this process, until the caches show them.
+    pub scan_slots: Arc<super::assessment::ScanSlots>,
 }
 
 impl std::fmt::Debug for Context {

@@ -208,6 +208,7 @@ async fn run_scope(
         stores: stores.clone(),
         metrics: shared.metrics.clone(),
         listed: listed.clone(),
+        scan_slots: Arc::default(),
         recorder: Recorder::new(
             client.clone(),
             Reporter {
