@@ -9,7 +9,7 @@
 
 use std::fmt::Write as _;
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
@@ -97,7 +97,7 @@ pub fn main(args: WindowsArgs) -> ExitCode {
     }
 }
 
-fn read(file: &PathBuf) -> Result<(String, String), ManifestError> {
+fn read(file: &Path) -> Result<(String, String), ManifestError> {
     let source = file.display().to_string();
     let mut text = String::new();
     let result = if source == "-" {

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use support::doubles::kubelet::KubeletDouble;
 use support::doubles::kubevirt::KubevirtDouble;
 use support::doubles::scenario::{BOOT_SECONDS, FAIL, PATCH_SECONDS, UPDATES};
-use support::kubevirt::{install_kubevirt_crds, virtual_machine, vm_api};
+use support::kubevirt::{create_vm, install_kubevirt_crds, labelled, virtual_machine};
 use support::{TestNamespace, testbed};
 
 const HEALTH_CHECKS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/patchkeeper/argocd");
@@ -203,17 +203,8 @@ impl Scene {
         labels: &[(&str, &str)],
         annotations: &[(&str, &str)],
     ) {
-        let mut vm = virtual_machine(name, run_strategy, annotations);
-        vm.metadata.labels = Some(
-            labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        );
-        vm_api(self.client.clone(), &self.ns.name)
-            .create(&Default::default(), &vm)
-            .await
-            .unwrap();
+        let vm = labelled(virtual_machine(name, run_strategy, annotations), labels);
+        create_vm(self.client.clone(), &self.ns.name, &vm).await;
     }
 
     /// The object as the API server has it now, e.g. `maintenancewindow/nightly`.

@@ -14,7 +14,7 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::{Client, ResourceExt};
 use patchkeeper::api::managed_vm::{
@@ -25,7 +25,7 @@ use serde_json::json;
 use support::doubles::kubelet::KubeletDouble;
 use support::doubles::kubevirt::KubevirtDouble;
 use support::doubles::scenario::{FAIL, NEVER_REACHABLE, OS, UPDATES};
-use support::kubevirt::{install_kubevirt_crds, virtual_machine, vm_api};
+use support::kubevirt::{create_vm, install_kubevirt_crds, labelled, virtual_machine, vm_api};
 use support::operator::{Operator, OperatorConfig};
 use support::{TestNamespace, testbed};
 
@@ -193,11 +193,8 @@ impl Setup {
         labels: &[(&str, &str)],
         annotations: &[(&str, &str)],
     ) {
-        let mut vm = virtual_machine(name, run_strategy, annotations);
-        let labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string()));
-        vm.metadata.labels = Some(labels.collect());
-        let vms = vm_api(self.client.clone(), &self.ns.name);
-        vms.create(&PostParams::default(), &vm).await.unwrap();
+        let vm = labelled(virtual_machine(name, run_strategy, annotations), labels);
+        create_vm(self.client.clone(), &self.ns.name, &vm).await;
     }
 
     async fn patch_vm(&self, name: &str, patch: serde_json::Value) {

@@ -1,5 +1,7 @@
 //! The critical updates that VMs have been missing longest.
 
+use std::collections::BTreeSet;
+
 use jiff::Timestamp;
 use serde::Serialize;
 
@@ -82,7 +84,7 @@ fn missing_critical(vm: &FleetVm, fleet: &Fleet, now: Timestamp) -> Vec<MissingC
         .filter(|u| {
             wanted
                 .as_ref()
-                .is_none_or(|w| w.contains(&(u.name.as_str(), u.version.as_str())))
+                .is_none_or(|w| w.contains(&(u.name.clone(), u.version.clone())))
         });
     let missing = critical.map(|update| MissingCriticalUpdate {
         namespace: vm.namespace.clone(),
@@ -99,12 +101,12 @@ fn missing_critical(vm: &FleetVm, fleet: &Fleet, now: Timestamp) -> Vec<MissingC
 /// The pending updates the VM's baseline wants installed, as `(name, version)`; `None`
 /// when the baseline is not in the fleet or cannot be read, in which case every pending
 /// update is listed rather than none.
-fn wanted<'a>(
+fn wanted(
     vm: &FleetVm,
     fleet: &Fleet,
-    pending: &'a [PendingUpdate],
+    pending: &[PendingUpdate],
     now: Timestamp,
-) -> Option<Vec<(&'a str, &'a str)>> {
+) -> Option<BTreeSet<(String, String)>> {
     let baseline = fleet.baselines.iter().find(|b| {
         b.metadata.namespace.as_deref() == Some(vm.namespace.as_str())
             && vm.baseline.as_deref() == b.metadata.name.as_deref()
@@ -137,18 +139,8 @@ fn wanted<'a>(
         now,
     )
     .ok()?;
-    let wanted = pending.iter().filter(|update| {
-        review.updates.iter().any(|reviewed| {
-            reviewed.is_wanted()
-                && reviewed.update.name == update.name
-                && reviewed.update.version == update.version
-        })
-    });
-    Some(
-        wanted
-            .map(|u| (u.name.as_str(), u.version.as_str()))
-            .collect(),
-    )
+    let wanted = review.updates.into_iter().filter(|r| r.is_wanted());
+    Some(wanted.map(|r| (r.update.name, r.update.version)).collect())
 }
 
 #[cfg(test)]

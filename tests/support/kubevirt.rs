@@ -71,6 +71,13 @@ pub fn virtual_machine(
     serde_json::from_value(manifest).expect("a VirtualMachine manifest")
 }
 
+/// `vm` with these labels.
+pub fn labelled(mut vm: DynamicObject, labels: &[(&str, &str)]) -> DynamicObject {
+    let labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+    vm.metadata.labels = Some(labels.collect());
+    vm
+}
+
 /// Creates `vm` in `namespace` and returns it as stored.
 pub async fn create_vm(client: Client, namespace: &str, vm: &DynamicObject) -> DynamicObject {
     vm_api(client, namespace)
